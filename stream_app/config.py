@@ -1,0 +1,118 @@
+"""All settings in one typed place: environment variables ``TRACKER_*`` or CLI options.
+
+Every field's default is the embedded development profile (a local broker, no external
+services). Point ``TRACKER_BROKER_URL`` at a real cluster and set ``TRACKER_BROKER_PROFILE=kafka``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EVENT_TOPICS = ("clicks", "browses", "purchases")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------------------
+    broker_url: str = Field("127.0.0.1:19092", description="host:port[,host:port] of the brokers")
+    broker_profile: Literal["embedded", "kafka"] = Field(
+        "embedded",
+        description="'embedded' works around the embedded broker's end-offset bug "
+        "(one record per producer batch, see README); 'kafka' for Apache Kafka.",
+    )
+    app_id: str = Field("interest-tracker", description="Faust app id = consumer group")
+    partitions: int = Field(4, ge=1, description="partitions of every topic the tracker creates")
+    replication_factor: int = Field(1, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    # --- topics --------------------------------------------------------------------------
+    topic_clicks: str = "clicks"
+    topic_browses: str = "browses"
+    topic_purchases: str = "purchases"
+    topic_recommendations: str = "recommendations"
+    topic_churn_warnings: str = "churn-warnings"
+    topic_dead_letters: str = "dead-letters"
+
+    # --- state and processing ------------------------------------------------------------
+    data_dir: Path = Field(Path("var"), description="RocksDB tables and local files")
+    window_length: int = Field(50, ge=1, le=1000, description="events kept per user (L)")
+    max_message_bytes: int = Field(64 * 1024, description="larger input values are dead-lettered")
+    max_future_ms: int = Field(
+        24 * 3600 * 1000, description="events stamped further ahead of the wall clock are rejected"
+    )
+    late_tolerance_ms: int = Field(
+        3600 * 1000, description="events older than the user's newest event by more are rejected"
+    )
+    dedupe_memory: int = Field(256, ge=1, description="recent event ids remembered per user")
+    interest_half_life_ms: int = Field(
+        7 * 24 * 3600 * 1000, description="event-time half-life of category interest"
+    )
+    churn_min_silence_ms: int = Field(
+        2 * 24 * 3600 * 1000, description="shortest event-time silence that can count as churn"
+    )
+    churn_gap_multiple: float = Field(
+        10.0, description="silence must also exceed this multiple of the user's usual gap"
+    )
+    recommendations_k: int = Field(10, ge=1, le=200)
+    batch_max: int = Field(1000, ge=1, description="micro-batch size (events)")
+    batch_within_s: float = Field(0.05, gt=0, description="micro-batch wait (seconds)")
+    model_dir: Path | None = Field(None, description="model artifact directory (attention model)")
+    catalog_path: Path | None = Field(
+        None, description="item catalog (item, category, popularity) for the baseline"
+    )
+
+    # --- observability -------------------------------------------------------------------
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, description="Prometheus /metrics; 0 disables")
+    web_port: int = Field(6066, description="Faust web server (table views)")
+    log_level: str = "info"
+
+    def event_topics(self) -> dict[str, str]:
+        """Kafka topic name -> event type (click, browse, purchase)."""
+        return {
+            self.topic_clicks: "click",
+            self.topic_browses: "browse",
+            self.topic_purchases: "purchase",
+        }
+
+    def output_topics(self) -> list[str]:
+        return [self.topic_recommendations, self.topic_churn_warnings, self.topic_dead_letters]
+
+    def all_topics(self) -> list[str]:
+        return [*self.event_topics(), *self.output_topics()]
+
+    def kafka_client_kwargs(self) -> dict[str, object]:
+        """Security settings as aiokafka keyword arguments."""
+        kw: dict[str, object] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            kw.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if "SSL" in self.security_protocol:
+            import ssl
+
+            ctx = ssl.create_default_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+            if self.ssl_certfile:
+                ctx.load_cert_chain(
+                    str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+                )
+            kw["ssl_context"] = ctx
+        return kw
+
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip().removeprefix("kafka://") for s in self.broker_url.split(",") if s.strip()]
