@@ -111,10 +111,8 @@ async def create_topics(
             if t not in existing
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
         return [t.name for t in new]
     finally:
         await admin.close()
