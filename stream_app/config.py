@@ -52,9 +52,10 @@ class Settings(BaseSettings):
         24 * 3600 * 1000, description="events stamped further ahead of the wall clock are rejected"
     )
     late_tolerance_ms: int = Field(
-        3600 * 1000, description="events older than the user's newest event by more are rejected"
+        30 * 24 * 3600 * 1000,
+        description="events older than the user's newest event by more are rejected as too late",
     )
-    dedupe_memory: int = Field(256, ge=1, description="recent event ids remembered per user")
+    dedupe_memory: int = Field(512, ge=1, description="recent event ids remembered per user")
     interest_half_life_ms: int = Field(
         7 * 24 * 3600 * 1000, description="event-time half-life of category interest"
     )

@@ -225,3 +225,35 @@ def _next_event(
         f"syn-{spec.seed}-{n}", user.uid, f"i{item}", f"c{catalog.category_of[item]}", ts, etype,
         price, quantity,
     )
+
+
+def write_workload_recording(
+    spec: WorkloadSpec, path: str | Path, topics: dict[str, str], partitions: int,
+    truth: GroundTruth | None = None,
+) -> int:
+    """Write the workload as a recording file (``replay`` sends it), as if a producer keyed by user
+    id had put it on ``topics`` (event type -> topic name) with ``partitions`` partitions each.
+
+    Partitions come from Kafka's default partitioner (murmur2 of the key), offsets count per
+    partition, the record timestamp is the event time. Returns the number of events written.
+    """
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from stream_app.kafka import encode_event
+    from stream_app.recording import RecordedRecord, RecordingWriter
+
+    partitioner = DefaultPartitioner()
+    all_parts = list(range(partitions))
+    names = list(dict.fromkeys(topics.values()))
+    offsets: dict[tuple[str, int], int] = {}
+    meta = {"generated": spec.to_json()}
+    with RecordingWriter(path, names, partitions=dict.fromkeys(names, partitions),
+                         event_topics={t: e for e, t in topics.items()}, meta=meta) as writer:
+        for ev in iter_synthetic_events(spec, truth):
+            key, value = encode_event(ev)
+            topic = topics[ev.type]
+            p = partitioner(key, all_parts, all_parts)
+            off = offsets.get((topic, p), 0)
+            offsets[(topic, p)] = off + 1
+            writer.write(RecordedRecord(topic, p, off, ev.ts, 0, key, value))
+        return writer.count

@@ -88,9 +88,13 @@ def progress_bar(enabled: bool, desc: str, total: int | None = None, unit: str =
 
 async def send_events(
     settings: Settings, events: Iterable[Event], *, rate: float | None = None, limit: int | None = None,
-    progress: bool = False, desc: str = "send", total: int | None = None, create: bool = True,
+    duration: float | None = None, progress: bool = False, desc: str = "send", total: int | None = None,
+    create: bool = True,
 ) -> SendSummary:
     """Produce ``events`` to their input topics (``topic_for``); returns counts and elapsed time.
+
+    Stops after ``limit`` events or ``duration`` seconds, whichever comes first; the source is
+    never advanced past the last event sent (a generator's ground truth stays exact).
 
     Cancellation (Ctrl-C) stops sending, waits for what was already handed to the producer, and
     returns a summary marked ``interrupted``.
@@ -118,6 +122,8 @@ async def send_events(
             if bar is not None and summary.sent % BAR_EVERY == 0:
                 bar.update(BAR_EVERY)
             await limiter.tick()
+            if duration is not None and time.monotonic() - started >= duration:
+                break
         await pending.settle()
     except asyncio.CancelledError:
         summary.interrupted = True

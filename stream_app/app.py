@@ -1,0 +1,350 @@
+"""The Faust application: two agents, the user-state table and the output topics.
+
+    clicks, browses, purchases --ingest--> <app_id>-events-by-user --track--> user-state table
+        (any key, JSON)           |          (key = user id)            |--> recommendations
+                                  +--> dead-letters                     |--> churn-warnings
+                                                                        +--> dead-letters
+
+``ingest`` validates every message against schemas/ and repartitions valid events by user id, so
+each user's state lives in exactly one partition whatever the producers' keys were. ``track``
+works in micro-batches: each user's state is read once, updated per event in order, and written
+once per batch. Faust routes a table write to the changelog partition of the *current event*,
+which a micro-batch does not have; we set it to one of that user's own events, so every changelog
+record sits in its key's source partition and a rebalance restores the user where it belongs.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+from faust.streams import _current_event  # see module docstring: micro-batch table writes
+from faust.types import EventT
+
+from stream_app import metrics
+from stream_app.baseline import BaselineRecommender
+from stream_app.catalog import Catalog
+from stream_app.churn import ChurnDetector
+from stream_app.config import Settings
+from stream_app.events import Event, Rejection, parse_event
+from stream_app.state import StatePolicy, UserState, event_id_hash
+
+log = logging.getLogger(__name__)
+
+# Headers that ingest puts on repartitioned events.
+H_TYPE, H_SRC, H_KEY, H_RECV, H_KTS = "t", "src", "k", "recv", "kts"
+TABLE_NAME = "user-state"
+
+
+def repartition_topic_name(settings: Settings) -> str:
+    return f"{settings.app_id}-events-by-user"
+
+
+def changelog_topic_name(settings: Settings) -> str:
+    return f"{settings.app_id}-{TABLE_NAME}-changelog"
+
+
+def partition_for_user(user: bytes, partitions: int) -> int:
+    """The partition the default (Java-compatible murmur2) partitioner gives a user id key."""
+    return (murmur2(user) & 0x7FFFFFFF) % partitions
+
+
+@contextlib.contextmanager
+def event_context(event: EventT) -> Iterator[None]:
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def dead_letter_value(
+    reason: str, detail: str, topic: str, partition: int, offset: int,
+    timestamp: float | None, key: bytes | None, value: bytes | None,
+) -> bytes:
+    return orjson.dumps({
+        "reason": reason, "detail": detail,
+        "source": {
+            "topic": topic, "partition": partition, "offset": offset,
+            "timestamp": int(timestamp * 1000) if timestamp is not None else None,
+            "key_b64": base64.b64encode(key).decode() if key else None,
+        },
+        "value_b64": base64.b64encode(value or b"").decode(),
+        "dead_lettered_at": int(time.time() * 1000),
+    })
+
+
+def _credentials(settings: Settings) -> Any:
+    kw = settings.kafka_client_kwargs()
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism, ssl_context=kw.get("ssl_context"),
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(kw["ssl_context"])
+    return None
+
+
+def make_faust_app(settings: Settings) -> faust.App:
+    conf: dict[str, Any] = dict(
+        broker=[f"kafka://{s}" for s in settings.bootstrap_servers()],
+        broker_credentials=_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+        broker_rebalance_timeout=10.0,
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port or 6066,
+        web_bind="127.0.0.1",
+    )
+    if settings.broker_profile == "embedded":
+        # The embedded broker answers ListOffsets(latest) with the base offset of the last
+        # record batch + 1; Faust reads changelogs up to that mark on recovery, so with batched
+        # records it would lose updates. One record per batch keeps the end offsets right.
+        conf["producer_max_batch_size"] = 1
+    return faust.App(settings.app_id, **conf)
+
+
+@dataclass
+class Outputs:
+    """Records a micro-batch emits, sent after the states are written."""
+
+    records: list[tuple[faust.TopicT, bytes, bytes, float | None, float | None]]
+
+    def add(self, topic: faust.TopicT, key: bytes, value: Any, recv: float | None = None,
+            kafka_ts: float | None = None) -> None:
+        self.records.append((topic, key, value, recv, kafka_ts))
+
+
+class Tracker:
+    """The per-batch logic of the ``track`` agent."""
+
+    def __init__(self, settings: Settings, app: faust.App, table: faust.Table,
+                 recommendations: faust.TopicT, churn_warnings: faust.TopicT,
+                 dead_letters: faust.TopicT, events_topic_name: str):
+        self.settings, self.app, self.table = settings, app, table
+        self.recommendations, self.churn_warnings, self.dead_letters = (
+            recommendations, churn_warnings, dead_letters)
+        self.events_topic_name = events_topic_name
+        self.policy = StatePolicy(
+            settings.window_length, settings.dedupe_memory, settings.late_tolerance_ms,
+            settings.interest_half_life_ms,
+        )
+        catalog = Catalog.from_csv(settings.catalog_path) if settings.catalog_path else None
+        self.recommender = BaselineRecommender(catalog, settings.recommendations_k, self.policy)
+        self.churn = ChurnDetector(settings.churn_min_silence_ms, settings.churn_gap_multiple)
+        self.model_info = {"name": self.recommender.name, "version": self.recommender.version}
+        self.churn_model_info = {"name": "baseline", "version": "silence-vs-usual-gap"}
+
+    # --- state access --------------------------------------------------------------------
+
+    def load(self, user: bytes) -> UserState:
+        raw = self.table.get(user)
+        return UserState.decode(raw) if raw is not None else UserState()
+
+    def sync_assignment(self) -> None:
+        """Rebuild churn timers for newly assigned partitions, forget revoked ones."""
+        assigned = {tp.partition for tp in self.app.consumer.assignment()
+                    if tp.topic == self.events_topic_name}
+        known = self.churn.partitions()
+        if assigned == known:
+            return
+        for p in known - assigned:
+            self.churn.forget_partition(p)
+        new = assigned - known
+        by_partition: dict[int, list[tuple[bytes, UserState]]] = {p: [] for p in new}
+        n = self.settings.partitions
+        for key, raw in self.table.items():
+            p = partition_for_user(key, n)
+            if p in by_partition:
+                by_partition[p].append((key, UserState.decode(raw)))
+        for p, states in by_partition.items():
+            self.churn.rebuild_partition(p, states)
+        log.info("partitions %s assigned (%d users), %s revoked",
+                 sorted(new), sum(len(s) for s in by_partition.values()), sorted(known - assigned))
+        metrics.USERS_TRACKED.set(self.churn.users_tracked)
+
+    # --- the batch -----------------------------------------------------------------------
+
+    async def process(self, batch: Sequence[EventT]) -> None:
+        self.sync_assignment()
+        metrics.BATCH_SIZE.observe(len(batch))
+        states: dict[bytes, UserState] = {}
+        dirty: dict[bytes, EventT] = {}  # user -> an event of the user's partition (context)
+        out = Outputs([])
+        policy = self.policy
+        for ev in batch:
+            msg = ev.message
+            user: bytes = msg.key
+            headers = dict(msg.headers or ())
+            event = decode_repartitioned(msg.value, headers)
+            state = states.get(user)
+            if state is None:
+                state = states[user] = self.load(user)
+            h = event_id_hash(event.event_id)
+            reason = ("duplicate" if state.is_duplicate(h)
+                      else "too_late" if state.is_too_late(event.ts, policy) else None)
+            if reason is not None:
+                self._dead_letter_later(out, reason, event, state, msg, headers)
+                continue
+            state.apply(event, h, policy)
+            dirty[user] = ev
+            src_topic = headers[H_SRC].decode().rsplit(":", 2)[0]
+            metrics.EVENTS.labels(src_topic, event.type).inc()
+            recv = float(headers[H_RECV])
+            kts = float(headers[H_KTS]) if H_KTS in headers else None
+            out.add(self.recommendations, user,
+                    self.recommendation(user, state, event, src_topic), recv, kts)
+            self.churn.track(msg.partition, user, state)
+            for due in self.churn.advance(msg.partition, event.ts):
+                due_state = states.get(due)
+                if due_state is None:
+                    due_state = states[due] = self.load(due)
+                if due_state.churn_warned_at:
+                    continue
+                wm = self.churn.watermark[msg.partition]
+                due_state.churn_warned_at = wm
+                dirty[due] = ev
+                out.add(self.churn_warnings, due, self.churn_warning(due, due_state, wm))
+            metrics.WATERMARK.labels(msg.partition).set(self.churn.watermark[msg.partition])
+        for user, ctx in dirty.items():
+            with event_context(ctx):
+                self.table[user] = states[user].encode()
+        metrics.USERS_TRACKED.set(self.churn.users_tracked)
+        await self.send(out)
+
+    async def send(self, out: Outputs) -> None:
+        for topic, key, value, recv, kts in out.records:
+            await topic.send(key=key, value=value)
+            metrics.OUTPUTS.labels(topic.get_topic_name()).inc()
+        now = time.time()
+        for _, _, _, recv, kts in out.records:
+            if recv is not None:
+                metrics.PROCESSING_SECONDS.observe(now - recv)
+            if kts is not None:
+                metrics.EVENT_TO_OUTPUT_SECONDS.observe(max(0.0, now - kts))
+
+    def _dead_letter_later(self, out: Outputs, reason: str, event: Event, state: UserState,
+                           msg: Any, headers: dict[str, bytes]) -> None:
+        topic, partition, offset = headers[H_SRC].decode().rsplit(":", 2)
+        detail = (f"event_id {event.event_id!r} was already applied" if reason == "duplicate"
+                  else f"ts {event.ts} is {(state.last_ts - event.ts) / 60000:.1f} min older than the "
+                       f"user's newest event (tolerance {self.policy.late_tolerance_ms / 60000:.0f} min)")
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        out.add(self.dead_letters, headers.get(H_KEY) or msg.key, dead_letter_value(
+            reason, detail, topic, int(partition), int(offset),
+            float(headers[H_KTS]) if H_KTS in headers else None, headers.get(H_KEY), msg.value))
+
+    # --- output records ------------------------------------------------------------------
+
+    def recommendation(self, user: bytes, state: UserState, event: Event, src_topic: str) -> bytes:
+        interests = state.top_interests(event.ts, self.policy)
+        items = self.recommender.recommend(state, event.ts, interests)
+        return orjson.dumps({
+            "user_id": event.user_id, "ts": event.ts,
+            "items": [{"item_id": i, "score": s, "category_id": c} for i, s, c in items],
+            "interests": [{"category_id": c, "strength": round(s, 6)} for c, s in interests],
+            "model": self.model_info,
+            "trigger": {"event_id": event.event_id, "topic": src_topic, "ts": event.ts},
+            "emitted_at": int(time.time() * 1000),
+        })
+
+    def churn_warning(self, user: bytes, state: UserState, watermark: int) -> bytes:
+        return orjson.dumps({
+            "user_id": user.decode(), "risk": self.churn.risk(state, watermark),
+            "reason": self.churn.reason(state, watermark), "last_event_ts": state.last_ts,
+            "silence_ms": watermark - state.last_ts, "typical_gap_ms": state.typical_gap_ms(),
+            "watermark_ts": watermark, "events_total": state.events_total,
+            "model": self.churn_model_info, "emitted_at": int(time.time() * 1000),
+        })
+
+
+def decode_repartitioned(value: bytes, headers: dict[str, bytes]) -> Event:
+    """An event that ingest already validated: the original JSON plus its type header."""
+    o = orjson.loads(value)
+    return Event(o["event_id"], o["user_id"], o["item_id"], o.get("category_id"), o["ts"],
+                 headers[H_TYPE].decode(), o.get("price"), o.get("quantity"))  # type: ignore[arg-type]
+
+
+@dataclass
+class TrackerApp:
+    app: faust.App
+    table: faust.Table
+    tracker: Tracker
+
+
+def build_app(settings: Settings) -> TrackerApp:
+    app = make_faust_app(settings)
+    raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw",
+                               value_serializer="raw", partitions=settings.partitions)
+    type_by_topic = settings.event_topics()
+    inputs = app.topic(*type_by_topic, **raw)
+    by_user = app.topic(repartition_topic_name(settings), **raw)
+    recommendations = app.topic(settings.topic_recommendations, **raw)
+    churn_warnings = app.topic(settings.topic_churn_warnings, **raw)
+    dead_letters = app.topic(settings.topic_dead_letters, **raw)
+    # bytes keys and values: raw serializers, so the changelog key is the user id's own bytes
+    table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    tracker = Tracker(settings, app, table, recommendations, churn_warnings, dead_letters,
+                      by_user.get_topic_name())
+
+    @app.agent(inputs, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_max, settings.batch_within_s):
+            now = time.time()
+            for ev in batch:
+                msg = ev.message
+                metrics.INPUT_MESSAGES.labels(msg.topic).inc()
+                result = parse_event(
+                    msg.value, type_by_topic[msg.topic], max_bytes=settings.max_message_bytes,
+                    now_ms=int(now * 1000), max_future_ms=settings.max_future_ms,
+                )
+                if isinstance(result, Rejection):
+                    metrics.DEAD_LETTERS.labels(result.reason).inc()
+                    await dead_letters.send(key=msg.key, value=dead_letter_value(
+                        result.reason, result.detail, msg.topic, msg.partition, msg.offset,
+                        msg.timestamp, msg.key, msg.value))
+                    metrics.OUTPUTS.labels(settings.topic_dead_letters).inc()
+                    continue
+                await by_user.send(key=result.user_id.encode(), value=msg.value, headers=[
+                    (H_TYPE, result.type.encode()),
+                    (H_SRC, f"{msg.topic}:{msg.partition}:{msg.offset}".encode()),
+                    (H_KEY, msg.key or b""),
+                    (H_RECV, repr(now).encode()),
+                    (H_KTS, repr(msg.timestamp).encode()),
+                ])
+
+    @app.agent(by_user, name="track")
+    async def track(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_max, settings.batch_within_s):
+            await tracker.process(batch)
+
+    return TrackerApp(app, table, tracker)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until stopped (SIGTERM/SIGINT)."""
+    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+    from prometheus_client import REGISTRY
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tapp = build_app(settings)
+    tapp.app.monitor = PrometheusMonitor(
+        metrics=FaustMetrics.create(REGISTRY, "faust_" + settings.app_id.replace("-", "_")))
+    metrics.serve(settings.metrics_host, settings.metrics_port)
+    worker = faust.Worker(tapp.app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,39 @@
+"""Prometheus metrics of the tracker (served with Faust's own sensor metrics on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+INPUT_MESSAGES = Counter("tracker_input_messages", "Input messages consumed", ["topic"])
+EVENTS = Counter("tracker_events", "Input events applied to user state", ["topic", "type"])
+DEAD_LETTERS = Counter("tracker_dead_letters", "Messages sent to the dead-letter topic", ["reason"])
+OUTPUTS = Counter("tracker_outputs", "Output records emitted", ["topic"])
+PROCESSING_SECONDS = Histogram(
+    "tracker_processing_seconds",
+    "Wall time from the worker receiving an event to its output being sent",
+    buckets=LATENCY_BUCKETS,
+)
+EVENT_TO_OUTPUT_SECONDS = Histogram(
+    "tracker_event_to_output_seconds",
+    "Wall time from the input record's Kafka timestamp to its output being sent",
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "tracker_batch_events", "Events per micro-batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 5000)
+)
+USERS_TRACKED = Gauge("tracker_users_tracked", "Users whose state this worker holds")
+WATERMARK = Gauge("tracker_watermark_ms", "Event-time watermark per partition", ["partition"])
+MODEL_SECONDS = Histogram(
+    "tracker_model_seconds", "Model inference time per micro-batch", buckets=LATENCY_BUCKETS
+)
+
+_started: set[tuple[str, int]] = set()
+
+
+def serve(host: str, port: int) -> None:
+    """Start the /metrics HTTP endpoint once per process (port 0 disables it)."""
+    if port and (host, port) not in _started:
+        start_http_server(port, addr=host)
+        _started.add((host, port))
