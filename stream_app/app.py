@@ -228,7 +228,7 @@ class Tracker:
         await self.send(out)
 
     async def send(self, out: Outputs) -> None:
-        for topic, key, value, recv, kts in out.records:
+        for topic, key, value, _recv, _kts in out.records:
             await topic.send(key=key, value=value)
             metrics.OUTPUTS.labels(topic.get_topic_name()).inc()
         now = time.time()

@@ -155,7 +155,7 @@ class UserState:
         times = sorted({e[3] for e in self.window})
         if len(times) < 2:
             return None
-        gaps = sorted(b - a for a, b in zip(times, times[1:]))
+        gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
         return gaps[len(gaps) // 2]
 
     # --- encoding ------------------------------------------------------------------------
