@@ -44,7 +44,8 @@ _FRAME = struct.Struct("<cII")  # kind, payload length, crc32
 _RECORD = struct.Struct("<HIqqb")  # topic index, partition, offset, timestamp, timestamp type
 _LEN = struct.Struct("<i")
 _NAME_LEN = struct.Struct("<H")
-FLUSH_EVERY_S = 1.0
+FLUSH_EVERY_S = 1.0  # a killed recorder loses at most this much, or FLUSH_EVERY_RECORDS records
+FLUSH_EVERY_RECORDS = 5000
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -104,7 +105,8 @@ class RecordingWriter:
         self.topics = list(topics)
         self._index = {t: i for i, t in enumerate(self.topics)}
         self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
-        self._zw = zstandard.ZstdCompressor(level=level).stream_writer(self._file, closefd=False)
+        compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        self._zw = compressor.stream_writer(self._file, closefd=False)
         self.count = 0
         self.first_ts: int | None = None
         self.last_ts: int | None = None
@@ -112,6 +114,7 @@ class RecordingWriter:
         self.max_ts: int | None = None
         self.stats: dict[tuple[str, int], _PartitionStats] = {}
         self._last_flush = time.monotonic()
+        self._flushed_count = 0
         self.closed = False
         self.header = {
             "format": FORMAT, "version": VERSION,
@@ -154,7 +157,8 @@ class RecordingWriter:
         self.maybe_flush()
 
     def maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+        if (self.count - self._flushed_count >= FLUSH_EVERY_RECORDS
+                or time.monotonic() - self._last_flush >= FLUSH_EVERY_S):
             self.flush()
 
     def flush(self) -> None:
@@ -162,6 +166,7 @@ class RecordingWriter:
         self._zw.flush(zstandard.FLUSH_BLOCK)
         self._file.flush()
         self._last_flush = time.monotonic()
+        self._flushed_count = self.count
 
     def trailer(self, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         parts: dict[str, dict[str, list[int]]] = {}
@@ -178,8 +183,7 @@ class RecordingWriter:
             return
         self.closed = True
         self._frame(b"T", orjson.dumps(self.trailer(status, extra)))
-        self._zw.flush(zstandard.FLUSH_FRAME)
-        self._zw.close()
+        self._zw.close()  # ends the zstd frame (with its checksum)
         self._file.close()
 
     def __enter__(self) -> RecordingWriter:
@@ -204,7 +208,7 @@ class RecordingReader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._file: IO[bytes] = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        self._zr = zstandard.ZstdDecompressor().stream_reader(self._file, read_across_frames=True)
+        self._zd = zstandard.ZstdDecompressor().decompressobj()
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
@@ -235,12 +239,14 @@ class RecordingReader:
         while len(self._buf) - self._pos < need:
             if self._eof:
                 return False
+            raw = b"" if self._zd.eof else self._file.read(self.CHUNK)
+            if not raw:
+                self._eof = True
+                return False
             try:
-                chunk = self._zr.read(self.CHUNK)
+                chunk = self._zd.decompress(raw)
             except zstandard.ZstdError as exc:  # corrupt compressed data: stop here
                 self.damage = f"compressed data unreadable: {exc}"
-                chunk = b""
-            if not chunk:
                 self._eof = True
                 return False
             if self._pos:
@@ -276,6 +282,8 @@ class RecordingReader:
             kind, p = frame
             if kind == b"T":
                 self.trailer = orjson.loads(p)
+                self._fill(1)  # read to the end of the zstd frame: its checksum is verified there
+                self.cut = not self._zd.eof and not self.damage
                 break
             if kind == b"R":
                 self.records += 1
@@ -284,20 +292,21 @@ class RecordingReader:
 
     @property
     def complete(self) -> bool:
-        return self.trailer is not None and self.trailer.get("status") == "complete" and not self.damage
+        return (self.trailer is not None and self.trailer.get("status") == "complete"
+                and not self.damage and not self.cut)
 
     def status(self) -> str:
         if self.damage:
             return f"partial: {self.records} records, file damaged ({self.damage})"
         if self.trailer is None:
             return f"partial: {self.records} records, file was cut (no trailer)"
+        if self.cut:
+            return f"partial: {self.records} records, file was cut after its trailer"
         if self.trailer.get("status") != "complete":
             return f"partial: {self.records} records, recording was {self.trailer.get('status')}"
         return f"complete: {self.records} records"
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._zr.close()
         self._file.close()
 
     def __enter__(self) -> RecordingReader:
@@ -489,6 +498,10 @@ async def record(
                 break
             writer.maybe_flush()
         status = "complete"
+    except asyncio.CancelledError:
+        if writer is None:
+            raise
+        status = "interrupted"  # the file is closed below with a trailer saying so
     finally:
         if bar is not None:
             bar.close()
