@@ -1,0 +1,108 @@
+"""Evaluation on one role's points (validation or test): the model and the baselines, same points,
+same full ranking. Items: HR@10 / NDCG@10 over every item of the vocabulary, optionally excluding
+the user's past items; an UNKNOWN target counts as a miss. Categories: the same over categories,
+nothing excluded. Churn: ROC-AUC and PR-AUC on the role's uncensored churn points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from export.baselines import Baselines, fit_churn_baseline, history_pairs
+from export.metrics import churn_metrics, hr_ndcg, target_ranks
+from export.model import InterestModel
+from export.prepare import PreparedData
+from export.splits import TRAIN
+
+CHUNK = 1024
+
+
+@torch.no_grad()
+def model_hidden(model: InterestModel, data: PreparedData, points: np.ndarray, batch: int = 512
+                 ) -> np.ndarray:
+    """User vectors (P, d) at the given points, each computed from its serving context."""
+    model.eval()
+    seg = data.segments
+    segs, pos = seg.point_segment[points], seg.point_position[points]
+    uniq, inv = np.unique(segs, return_inverse=True)
+    out = np.empty((len(points), model.cfg.d_model), np.float32)
+    for c0 in range(0, len(uniq), batch):
+        chunk = uniq[c0:c0 + batch]
+        hidden, _ = model.encode({k: torch.from_numpy(v[chunk]) for k, v in seg.features.items()})
+        mine = np.nonzero((inv >= c0) & (inv < c0 + len(chunk)))[0]
+        out[mine] = hidden[inv[mine] - c0, pos[mine]].numpy()
+    return out
+
+
+def _ranks(score: Callable[[np.ndarray, np.ndarray], np.ndarray], data: PreparedData, points: np.ndarray,
+           target: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+    """Ranks of the targets; ``score(chunk_index, chunk_points)`` gives (chunk, N) scores and
+    ``exclude`` (per event) the vocabulary index to mask out of each point's history."""
+    ranks = []
+    for c0 in range(0, len(points), CHUNK):
+        pts = points[c0:c0 + CHUNK]
+        s = np.array(score(np.arange(c0, c0 + len(pts)), pts), dtype=np.float64)
+        if exclude is not None:
+            rows, events, _ = history_pairs(data.table, pts, None)
+            s[rows, exclude[events]] = -np.inf
+        ranks.append(target_ranks(s, target[c0:c0 + len(pts)]))
+    return np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+
+
+def _metrics(prefix: str, ranks: np.ndarray) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in hr_ndcg(ranks).items()}
+
+
+def evaluate_model(model: InterestModel, data: PreparedData, role: int, exclude_history: bool
+                   ) -> dict[str, float]:
+    """The model alone (for early stopping)."""
+    return evaluate(model, data, role, exclude_history, baselines=False)["model"]
+
+
+def evaluate(model: InterestModel, data: PreparedData, role: int, exclude_history: bool,
+             baselines: bool = True) -> dict[str, dict[str, float]]:
+    """{scorer name: {metric: value}} for the model and (optionally) every baseline."""
+    split = data.split
+    pts = np.nonzero(split.target_role == role)[0]
+    h_item = model_hidden(model, data, pts)
+    exclude = data.item_index if exclude_history else None
+
+    def model_items(rows: np.ndarray, _: np.ndarray) -> np.ndarray:
+        return model.item_logits(torch.from_numpy(h_item[rows])).detach().numpy()
+
+    def model_cats(rows: np.ndarray, _: np.ndarray) -> np.ndarray:
+        return model.category_logits(torch.from_numpy(h_item[rows])).detach().numpy()
+
+    results: dict[str, dict[str, float]] = {"model": {}}
+    item_ranks = _ranks(model_items, data, pts, data.next_item[pts], exclude)
+    category_ranks = _ranks(model_cats, data, pts, data.next_category[pts], None)
+    results["model"].update(_metrics("item", item_ranks) | _metrics("category", category_ranks))
+    churn_pts = np.nonzero(split.churn_role == role)[0]
+    labels = split.churn_label[churn_pts]
+    if len(churn_pts):
+        with torch.no_grad():
+            logit = model.churn_logit(torch.from_numpy(model_hidden(model, data, churn_pts)))
+        results["model"].update({f"churn_{k}": v for k, v in
+                                 churn_metrics(labels, torch.sigmoid(logit).numpy()).items()})
+    if not baselines:
+        return results
+    L = data.spec.window_length
+    ib = Baselines(data.table, data.item_index, len(data.items), split.train_events, L)
+    cb = Baselines(data.table, data.category_index, len(data.categories), split.train_events, L)
+    for name, fn in (("popularity", ib.popularity), ("repeat_last", ib.repeat_last),
+                     ("cooccurrence", ib.cooccurrence)):
+        r = _ranks(lambda _, p, fn=fn: fn(p), data, pts, data.next_item[pts], exclude)
+        results.setdefault(name, {}).update(_metrics("item", r))
+    for name, fn in (("popularity", cb.popularity), ("repeat_last", cb.repeat_last),
+                     ("cooccurrence", cb.cooccurrence), ("user_frequency", cb.frequency)):
+        r = _ranks(lambda _, p, fn=fn: fn(p), data, pts, data.next_category[pts], None)
+        results.setdefault(name, {}).update(_metrics("category", r))
+    train_pts = np.nonzero(split.churn_role == TRAIN)[0]
+    if len(churn_pts) and len(np.unique(split.churn_label[train_pts])) == 2:
+        predict = fit_churn_baseline(data.table, train_pts, split.churn_label[train_pts])
+        results["recency_frequency"] = {f"churn_{k}": v
+                                        for k, v in churn_metrics(labels, predict(churn_pts)).items()}
+    results["_points"] = {"targets": float(len(pts)), "churn_points": float(len(churn_pts))}
+    return results

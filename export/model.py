@@ -1,0 +1,196 @@
+"""The attention model (PyTorch): a causal self-attention encoder over a user's context.
+
+Per position: item + category + event type + time-gap bucket + hour of day + absolute position
+embeddings, ``n_layers`` pre-norm transformer blocks with a causal mask, a final layer norm. The hidden
+state at the newest position is the user interest vector; from it come next-item scores (tied to the
+item embeddings), the next-category distribution (tied to the category embeddings) and the churn
+probability. :class:`WindowGraph` and :class:`StepGraph` are the two exported computations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stream_app.features import FEATURE_NAMES, FeatureSpec
+
+NEG = -1e4  # score of PAD / UNKNOWN items and categories: never ranked, never a softmax target
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_items: int  # vocabulary size including PAD and UNKNOWN
+    n_categories: int
+    window_length: int
+    n_types: int = 3
+    gap_buckets: int = 32
+    hour_buckets: int = 24
+    d_model: int = 64
+    n_heads: int = 2
+    n_layers: int = 2
+    d_ff: int = 256
+    dropout: float = 0.2
+
+    @classmethod
+    def for_spec(cls, spec: FeatureSpec, n_items: int, n_categories: int, **kw: object) -> ModelConfig:
+        return cls(n_items=n_items, n_categories=n_categories, window_length=spec.window_length,
+                   n_types=spec.n_types, gap_buckets=spec.gap_buckets, hour_buckets=spec.hour_buckets,
+                   **kw)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.h, self.dk = cfg.n_heads, cfg.d_head
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ff1 = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.ff2 = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def _split(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, _ = y.shape
+        q, k, v = self.qkv(y).view(B, T, 3, self.h, self.dk).permute(2, 0, 3, 1, 4)
+        return q, k, v  # each (B, H, T, dk)
+
+    def _finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        B, _, T, _ = att.shape
+        x = x + self.drop(self.out(att.transpose(1, 2).reshape(B, T, self.h * self.dk)))
+        return x + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.ln2(x))))))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = self._split(self.ln1(x))
+        w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.dk) + mask, dim=-1)
+        return self._finish(x, self.drop(w) @ v), k, v
+
+    def step(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, mask: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One new position ``x`` (B, 1, d) attending to the cache (B, H, L, dk) and itself."""
+        q, k, v = self._split(self.ln1(x))
+        keys = torch.cat([past_k, k], dim=2)
+        values = torch.cat([past_v, v], dim=2)
+        w = torch.softmax(q @ keys.transpose(-1, -2) / math.sqrt(self.dk) + mask, dim=-1)
+        return self._finish(x, w @ values), k, v
+
+
+class InterestModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.item_emb = nn.Embedding(cfg.n_items, d, padding_idx=0)
+        self.cat_emb = nn.Embedding(cfg.n_categories, d, padding_idx=0)
+        self.type_emb = nn.Embedding(cfg.n_types + 1, d, padding_idx=0)
+        self.gap_emb = nn.Embedding(cfg.gap_buckets, d, padding_idx=0)
+        self.hour_emb = nn.Embedding(cfg.hour_buckets + 1, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.window_length, d)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(d)
+        self.churn_head = nn.Linear(d, 1)
+        self.drop = nn.Dropout(cfg.dropout)
+        for emb in (self.item_emb, self.cat_emb, self.type_emb, self.gap_emb, self.hour_emb, self.pos_emb):
+            nn.init.normal_(emb.weight, std=0.05)
+        causal = torch.full((cfg.window_length, cfg.window_length), float(NEG)).triu(1)
+        self.register_buffer("causal_mask", causal, persistent=False)
+        blocked = torch.zeros(cfg.n_items)
+        blocked[:2] = NEG
+        self.register_buffer("item_block", blocked, persistent=False)
+        blocked = torch.zeros(cfg.n_categories)
+        blocked[:2] = NEG
+        self.register_buffer("cat_block", blocked, persistent=False)
+
+    def embed(self, f: dict[str, torch.Tensor], pos: torch.Tensor) -> torch.Tensor:
+        x = (self.item_emb(f["item"]) + self.cat_emb(f["category"]) + self.type_emb(f["type"])
+             + self.gap_emb(f["gap"]) + self.hour_emb(f["hour"]) + self.pos_emb(pos))
+        return self.drop(x)
+
+    def encode(self, f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states (B, T, d) of every position and the keys/values (B, layers, 2, H, T, dk)."""
+        T = f["item"].shape[1]
+        x = self.embed(f, torch.arange(T, device=f["item"].device))
+        kvs = []
+        for block in self.blocks:
+            x, k, v = block(x, self.causal_mask[:T, :T])
+            kvs.append(torch.stack([k, v], dim=1))
+        return self.final_norm(x), torch.stack(kvs, dim=1)
+
+    def step(self, f: dict[str, torch.Tensor], position: torch.Tensor, past_kv: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden state (B, d) of one new event at ``position`` (B,) given the cache of the earlier
+        positions ``past_kv`` (B, layers, 2, H, L, dk); returns it and the new keys/values
+        (B, layers, 2, H, dk)."""
+        x = self.embed({k: v.unsqueeze(1) for k, v in f.items()}, position.unsqueeze(1))
+        slots = torch.arange(past_kv.shape[4], device=position.device)
+        mask = torch.where(slots.unsqueeze(0) < position.unsqueeze(1), 0.0, NEG)  # (B, L)
+        mask = torch.cat([mask, torch.zeros_like(mask[:, :1])], dim=1)[:, None, None, :]
+        new = []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.step(x, past_kv[:, i, 0], past_kv[:, i, 1], mask)
+            new.append(torch.stack([k[:, :, 0], v[:, :, 0]], dim=1))
+        return self.final_norm(x)[:, 0], torch.stack(new, dim=1)
+
+    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.item_emb.weight.T + self.item_block
+
+    def category_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.cat_emb.weight.T + self.cat_block
+
+    def churn_logit(self, h: torch.Tensor) -> torch.Tensor:
+        return self.churn_head(h).squeeze(-1)
+
+
+class _Outputs(nn.Module):
+    """Shared head of the exported graphs: top-K items, category distribution, churn, user vector."""
+
+    def __init__(self, model: InterestModel, top_k: int) -> None:
+        super().__init__()
+        self.model = model
+        self.top_k = top_k
+
+    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        top_scores, top_items = torch.topk(self.model.item_logits(h), self.top_k, dim=-1)
+        categories = torch.softmax(self.model.category_logits(h), dim=-1)
+        churn = torch.sigmoid(self.model.churn_logit(h))
+        return top_scores, top_items, categories, churn, h
+
+
+class WindowGraph(_Outputs):
+    """Full context: inputs (B, L) per feature and lengths (B,) -> outputs and the cache."""
+
+    def forward(self, item: torch.Tensor, category: torch.Tensor, type: torch.Tensor, gap: torch.Tensor,
+                hour: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour), strict=True))
+        hidden, kv = self.model.encode(f)
+        last = (length - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+        h = torch.gather(hidden, 1, last).squeeze(1)
+        return (*self.heads(h), kv)
+
+
+class StepGraph(_Outputs):
+    """One new event per user: inputs (B,) per feature, its position (B,), the cache -> outputs and
+    the new position's keys/values."""
+
+    def forward(self, item: torch.Tensor, category: torch.Tensor, type: torch.Tensor, gap: torch.Tensor,
+                hour: torch.Tensor, position: torch.Tensor, past_kv: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
+        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour), strict=True))
+        h, new_kv = self.model.step(f, position, past_kv)
+        return (*self.heads(h), new_kv)
+
+
+OUTPUT_NAMES = ("top_scores", "top_items", "category_probs", "churn_prob", "user_vector")
+WINDOW_INPUTS = (*FEATURE_NAMES, "length")
+STEP_INPUTS = (*FEATURE_NAMES, "position", "past_kv")

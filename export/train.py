@@ -1,0 +1,142 @@
+"""Training on CPU: full softmax cross-entropy over items, category cross-entropy and churn BCE on the
+served positions of every segment, Adam, early stopping on a validation metric, seeded."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from export.evaluate import evaluate_model
+from export.model import InterestModel, ModelConfig
+from export.prepare import PreparedData
+from export.splits import TRAIN, VALID
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    d_ff: int = 256
+    dropout: float = 0.2
+    epochs: int = 60
+    batch_size: int = 128  # segments per step
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    category_weight: float = 0.5  # loss = item CE + w_c * category CE + w_h * churn BCE
+    churn_weight: float = 0.5
+    patience: int = 5  # epochs without validation improvement before stopping
+    early_stop_metric: str = "item_ndcg@10"  # or "category_ndcg@10", "churn_roc_auc"
+    exclude_history: bool = True  # item ranking excludes the user's past items (ML protocol)
+    seed: int = 0
+    threads: int = 2
+    max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
+
+    def model_config(self, data: PreparedData) -> ModelConfig:
+        return ModelConfig.for_spec(data.spec, len(data.items), len(data.categories), d_model=self.d_model,
+                                    n_heads=self.n_heads, n_layers=self.n_layers, d_ff=self.d_ff,
+                                    dropout=self.dropout)
+
+
+@dataclass
+class TrainResult:
+    model: InterestModel
+    best_epoch: int
+    best_valid: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    config: dict[str, object] = field(default_factory=dict)
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def _targets(data: PreparedData) -> tuple[torch.Tensor, ...]:
+    """Per-position targets of the training loss (0 / False where a position does not count)."""
+    seg, split = data.segments, data.split
+    g = np.where(seg.event_index >= 0, seg.event_index, 0)
+    train_pt = seg.served & (split.target_role[g] == TRAIN)
+    item = np.where(train_pt & (data.next_item[g] > 1), data.next_item[g], 0)
+    cat = np.where(train_pt & (data.next_category[g] > 1), data.next_category[g], 0)
+    churn_mask = seg.served & (split.churn_role[g] == TRAIN)
+    churn = split.churn_label[g].astype(np.float32)
+    return (torch.from_numpy(item), torch.from_numpy(cat), torch.from_numpy(churn_mask),
+            torch.from_numpy(churn))
+
+
+def train_model(data: PreparedData, cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    seed_everything(cfg.seed, cfg.threads)
+    model = InterestModel(cfg.model_config(data))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    feats = {k: torch.from_numpy(v) for k, v in data.segments.features.items()}
+    item_t, cat_t, churn_m, churn_y = _targets(data)
+    useful = ((item_t > 0) | (cat_t > 0) | churn_m).any(1).nonzero().squeeze(1)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best_score, best_epoch, best_state, best_valid = -np.inf, 0, None, {}
+    curve: list[dict[str, float]] = []
+    start = time.monotonic()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = useful[torch.randperm(len(useful), generator=gen)]
+        totals = np.zeros(4)
+        batches = range(0, len(order), cfg.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress)
+        for b0 in bar:
+            idx = order[b0:b0 + cfg.batch_size]
+            hidden, _ = model.encode({k: v[idx] for k, v in feats.items()})
+            loss = torch.zeros(())
+            parts = []
+            for tgt, logits_fn, w in ((item_t[idx], model.item_logits, 1.0),
+                                      (cat_t[idx], model.category_logits, cfg.category_weight)):
+                sel = tgt > 0
+                part = F.cross_entropy(logits_fn(hidden[sel]), tgt[sel]) if sel.any() else torch.zeros(())
+                loss = loss + w * part
+                parts.append(float(part.detach()))
+            sel = churn_m[idx]
+            churn_loss = (
+                F.binary_cross_entropy_with_logits(model.churn_logit(hidden[sel]), churn_y[idx][sel])
+                if sel.any() else torch.zeros(()))
+            loss = loss + cfg.churn_weight * churn_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            totals += [float(loss.detach()), parts[0], parts[1], float(churn_loss.detach())]
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        n = max(len(batches), 1)
+        valid = evaluate_model(model, data, VALID, cfg.exclude_history)
+        row = {"epoch": epoch, "loss": totals[0] / n, "item_loss": totals[1] / n,
+               "category_loss": totals[2] / n, "churn_loss": totals[3] / n,
+               "seconds": time.monotonic() - start, **{f"valid_{k}": v for k, v in valid.items()}}
+        curve.append(row)
+        score = valid.get(cfg.early_stop_metric, float("nan"))
+        log.info("epoch %d loss %.4f valid %s=%.4f (%.0fs)", epoch, row["loss"], cfg.early_stop_metric,
+                 score, row["seconds"])
+        if progress:
+            tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f}  " + "  ".join(
+                f"{k} {v:.4f}" for k, v in valid.items()) + f"  [{row['seconds']:.0f}s]")
+        if score > best_score:
+            best_score, best_epoch, best_valid = score, epoch, valid
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= cfg.patience:
+            break
+        if cfg.max_minutes is not None and time.monotonic() - start > 60 * cfg.max_minutes:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, best_epoch, best_valid, curve, time.monotonic() - start, asdict(cfg))
