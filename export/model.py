@@ -63,7 +63,7 @@ class Block(nn.Module):
 
     def _split(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, _ = y.shape
-        q, k, v = self.qkv(y).view(B, T, 3, self.h, self.dk).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(y).view(B, T, 3, self.h, self.dk).permute(2, 0, 3, 1, 4).unbind(0)
         return q, k, v  # each (B, H, T, dk)
 
     def _finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ PyTorch on real sequences."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ def top_k_of(model: InterestModel, wanted: int = 100) -> int:
 def export_onnx(model: InterestModel, out_dir: Path, top_k: int) -> None:
     """Write window.onnx and step.onnx (dynamic batch axis) into ``out_dir``."""
     model.eval()
+    warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
+    warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
     L = model.cfg.window_length
     B = 2
     ints = torch.ones((B, L), dtype=torch.int64)

@@ -116,7 +116,7 @@ def train_model(data: PreparedData, cfg: TrainConfig, progress: bool = True) -> 
             loss.backward()
             opt.step()
             totals += [float(loss.detach()), parts[0], parts[1], float(churn_loss.detach())]
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{totals[0] / (b0 // cfg.batch_size + 1):.3f}")
         n = max(len(batches), 1)
         valid = evaluate_model(model, data, VALID, cfg.exclude_history)
         row = {"epoch": epoch, "loss": totals[0] / n, "item_loss": totals[1] / n,

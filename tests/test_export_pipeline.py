@@ -1,0 +1,111 @@
+"""train -> artifact -> ONNX -> runtime on real data, through the CLI a user types; parity of the
+three computations (torch on training features, ONNX Runtime, the streaming runtime)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import shared_data
+
+from export.artifact import load_model, read_metadata
+from export.model import InterestModel
+from export.prepare import PreparedData, prepare
+from export.splits import TEST, SplitSpec
+from stream_app.cli import main
+from stream_app.features import FeatureSpec, Vocab
+from stream_app.model_runtime import ModelRuntime
+
+L = 10
+TRAIN_ARGS = ["--window-length", str(L), "--d-model", "16", "--layers", "2", "--heads", "2",
+              "--epochs", "2", "--horizon-hours", "6", "--min-item-count", "2", "--keep-history",
+              "--early-stop", "category_ndcg@10", "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    data = shared_data("taobao/UserBehavior_10k.csv")
+    out = tmp_path_factory.mktemp("run")
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(out / "model"), *TRAIN_ARGS,
+                                       "--report-dir", str(out / "report")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out / "model", out / "report"
+
+
+def test_train_writes_artifact_and_report(trained: tuple[Path, Path]) -> None:
+    art, report_dir = trained
+    for f in ("window.onnx", "step.onnx", "items.json", "categories.json", "model.pt", "metadata.json"):
+        assert (art / f).is_file(), f
+    meta = read_metadata(art)
+    assert meta["schema_version"] == 1 and meta["window_length"] == L
+    assert meta["feature_spec"] == FeatureSpec(window_length=L).to_dict()
+    assert meta["churn_horizon_ms"] == 6 * 3_600_000
+    assert len(meta["training_data"]["sha256"]) == 64 and meta["training_data"]["events"] == 10_000
+    assert meta["n_items"] == len(Vocab.load(art / "items.json"))
+    assert meta["split"]["kind"] == "time" and meta["split"]["test_targets"] > 0
+    assert all(v <= 1e-4 for v in meta["metrics"]["parity"].values())
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["split"] == meta["split"]  # the split is written into every report
+    assert {"model", "popularity", "repeat_last", "cooccurrence", "user_frequency",
+            "recency_frequency"} <= report["test"].keys()
+    md = (report_dir / "report.md").read_text()
+    assert "| model |" in md and "split **time**" in md
+    assert (report_dir / "training_curve.png").stat().st_size > 1000
+
+
+def test_export_and_evaluate_commands(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    art, report_dir = trained
+    runner = CliRunner()
+    res = runner.invoke(main, ["export", str(art)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "window_onnx_vs_torch" in res.output
+    res = runner.invoke(main, ["evaluate", str(art), "--report-dir", str(tmp_path / "again")])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    before = json.loads((report_dir / "report.json").read_text())["test"]
+    after = json.loads((tmp_path / "again" / "report.json").read_text())["test"]
+    assert after["model"] == pytest.approx(before["model"], abs=1e-6)  # same weights, same split
+
+
+def _prepared(art: Path) -> PreparedData:
+    meta = read_metadata(art)
+    vocabs = (Vocab.load(art / "items.json"), Vocab.load(art / "categories.json"))
+    return prepare(Path(meta["training_data"]["path"]), SplitSpec("time", 0.1, 0.1, 6 * 3_600_000),
+                   FeatureSpec.from_dict(meta["feature_spec"]), 2, progress=False, vocabs=vocabs)
+
+
+def test_torch_on_training_features_equals_onnx_equals_runtime(trained: tuple[Path, Path]) -> None:
+    """Same users, same events: torch on the segments built for training, ONNX Runtime through
+    the streaming runtime (its own encoding of the worker's window), incrementally and in full."""
+    art, _ = trained
+    data = _prepared(art)
+    model: InterestModel = load_model(art)
+    rt = ModelRuntime(art, window_length=L)
+    pts = np.nonzero(data.split.target_role == TEST)[0][:200]
+    seg = data.segments
+    with torch.no_grad():
+        feats = {k: torch.from_numpy(v[seg.point_segment[pts]]) for k, v in seg.features.items()}
+        hidden, _ = model.encode(feats)
+        h = hidden[torch.arange(len(pts)), torch.from_numpy(seg.point_position[pts])]
+        t_churn = torch.sigmoid(model.churn_logit(h)).numpy()
+        t_cats = torch.softmax(model.category_logits(h), -1).numpy()
+        t_top = torch.topk(model.item_logits(h), 10).indices.numpy()
+    user = data.table.user_of()
+    counts = [int(g - data.table.offsets[user[g]]) + 1 for g in pts]
+    windows = [data.table.histories[user[g]][max(0, n - L):n] for g, n in zip(pts, counts, strict=True)]
+    full = rt.update(windows, counts, k=10)
+    np.testing.assert_allclose(full.user_vectors, h.numpy(), atol=1e-4)
+    np.testing.assert_allclose(full.churn, t_churn, atol=1e-4)
+    np.testing.assert_allclose(full.category_probs, t_cats, atol=1e-4)
+    for b in range(len(pts)):
+        assert [i for i, _ in full.top_items[b]] == [rt.items.ids[i] for i in t_top[b] if i > 1][:10]
+    prev = rt.update([h_[max(0, n - 1 - L):n - 1] for h_, n in
+                      zip((data.table.histories[user[g]] for g in pts), counts, strict=True)],
+                     [n - 1 for n in counts])
+    inc = rt.update(windows, counts, prev.caches, k=10)
+    assert inc.stepped.sum() > len(pts) // 2
+    np.testing.assert_allclose(inc.user_vectors, h.numpy(), atol=1e-4)
+    np.testing.assert_allclose(inc.churn, t_churn, atol=1e-4)

@@ -1,0 +1,110 @@
+"""The serving runtime: refuses what it cannot serve; the one-event step equals the full window."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_data
+
+from export.artifact import write_artifact
+from export.model import InterestModel, ModelConfig
+from export.onnx_export import export_onnx, top_k_of
+from export.prepare import PreparedData, prepare
+from export.splits import SplitSpec
+from stream_app.features import FeatureSpec, is_incremental
+from stream_app.model_runtime import ArtifactError, KVCache, ModelRuntime, cuda_usable
+
+L = 8
+
+
+@pytest.fixture(scope="module")
+def data() -> PreparedData:
+    path = shared_data("taobao/UserBehavior_10k.csv")
+    return prepare(path, SplitSpec("time"), FeatureSpec(window_length=L), min_item_count=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def artifact(data: PreparedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny model over real vocabularies: enough to test serving mechanics."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.for_spec(data.spec, len(data.items), len(data.categories), d_model=16, n_heads=2,
+                               n_layers=2, d_ff=32, dropout=0.0)
+    model = InterestModel(cfg).eval()
+    out = tmp_path_factory.mktemp("artifact")
+    write_artifact(out, model, data.items, data.categories, data.spec, {"churn_horizon_ms": 86_400_000})
+    export_onnx(model, out, top_k_of(model))
+    return out
+
+
+def test_incremental_updates_equal_full_recompute(data: PreparedData, artifact: Path) -> None:
+    rt = ModelRuntime(artifact, window_length=L)
+    assert rt.provider == "CPUExecutionProvider" and not cuda_usable()
+    history = max(data.table.histories, key=len)[:40]  # a real user's events, fed one at a time
+    cache: KVCache | None = None
+    stepped = []
+    for n in range(1, len(history) + 1):
+        window = history[max(0, n - L):n]
+        inc = rt.update([window], [n], [cache], k=10)
+        full = rt.update([window], [n], k=10)
+        stepped.append(bool(inc.stepped[0]))
+        assert not full.stepped[0]
+        np.testing.assert_allclose(inc.user_vectors, full.user_vectors, atol=1e-4)
+        np.testing.assert_allclose(inc.category_probs, full.category_probs, atol=1e-4)
+        np.testing.assert_allclose(inc.churn, full.churn, atol=1e-4)
+        assert [i for i, _ in inc.top_items[0]] == [i for i, _ in full.top_items[0]]
+        cache = inc.caches[0]
+        assert cache is not None and cache.n_events == n
+    assert stepped == [is_incremental(n, L) for n in range(1, len(history) + 1)]
+    assert sum(stepped) > len(history) // 2
+
+
+def test_batch_mixes_steps_and_full_windows(data: PreparedData, artifact: Path) -> None:
+    rt = ModelRuntime(artifact)
+    hists = [h for h in data.table.histories if len(h) >= 12][:6]
+    n = [6, 7, 10, 11, 12, 9]  # some incremental, some at a reset (L=8: 9 and 12 reset)
+    prev = rt.update([h[max(0, c - 1 - L):c - 1] for h, c in zip(hists, n, strict=True)], [c - 1 for c in n])
+    windows = [h[max(0, c - L):c] for h, c in zip(hists, n, strict=True)]
+    out = rt.update(windows, n, prev.caches, k=5, exclude_seen=True)
+    ref = rt.update(windows, n, k=5, exclude_seen=True)
+    assert out.stepped.tolist() == [is_incremental(c, L) for c in n] and out.stepped.any()
+    np.testing.assert_allclose(out.user_vectors, ref.user_vectors, atol=1e-4)
+    for b, w in enumerate(windows):
+        assert len(out.top_items[b]) == 5
+        assert not {i for i, _ in out.top_items[b]} & {e[0] for e in w}
+    # A cache that does not belong to the window (other user) is not used.
+    wrong = rt.update(windows[:1], n[:1], prev.caches[1:2])
+    assert not wrong.stepped[0]
+    top = rt.top_categories(out.category_probs[0], k=3)
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+
+
+def _broken(src: Path, dst: Path, edit: dict | None = None, remove: str | None = None) -> Path:
+    shutil.copytree(src, dst)
+    if edit is not None:
+        meta = json.loads((dst / "metadata.json").read_text())
+        meta.update(edit)
+        (dst / "metadata.json").write_text(json.dumps(meta))
+    if remove:
+        (dst / remove).unlink()
+    return dst
+
+
+def test_refuses_what_it_cannot_serve(artifact: Path, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="schema version 99"):
+        ModelRuntime(_broken(artifact, tmp_path / "a", {"schema_version": 99}))
+    with pytest.raises(ArtifactError, match="lacks step.onnx"):
+        ModelRuntime(_broken(artifact, tmp_path / "b", remove="step.onnx"))
+    spec = FeatureSpec(window_length=L, gap_buckets=16).to_dict()
+    with pytest.raises(ArtifactError, match="feature spec"):
+        ModelRuntime(_broken(artifact, tmp_path / "c", {"feature_spec": spec}))
+    with pytest.raises(ArtifactError, match="window length 8, the worker keeps 50"):
+        ModelRuntime(artifact, window_length=50)
+    with pytest.raises(ArtifactError, match="not a directory"):
+        ModelRuntime(tmp_path / "nothing")
+    with pytest.raises(ArtifactError, match="vocabulary files do not match"):
+        ModelRuntime(_broken(artifact, tmp_path / "d", {"n_items": 3}))
