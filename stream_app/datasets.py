@@ -19,6 +19,8 @@ Mappings (documented choices):
   ``view`` -> browse, ``addtocart`` -> click, ``transaction`` -> purchase; the category is the
   item's ``categoryid`` property from ``item_properties*.csv`` beside it, as of the event's time
   (the first known value when the event predates it), else None.
+- **recording** (the project's own ``.rec.zst`` files, :mod:`stream_app.recording`): the input
+  events it holds, with their own event ids; invalid values and a cut file are reported.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import IO
 
 from stream_app.events import Event, EventType
 
-KINDS = ("taobao", "movielens", "diginetica", "retailrocket")
+KINDS = ("taobao", "movielens", "diginetica", "retailrocket", "recording")
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_BAD_EXAMPLES = 20
 CLIP = 200
 
@@ -120,6 +123,9 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
         if (p / "events.csv").exists():
             return "retailrocket"
         raise ValueError(f"{p}: a folder that holds no known dataset")
+    with open(p, "rb") as fh:
+        if fh.read(4) == ZSTD_MAGIC:
+            return "recording"
     text, _ = _open_text(p)
     with text:
         first = text.readline().strip()
@@ -308,11 +314,37 @@ def _retailrocket(path: Path, report: LoadReport, progress: bool) -> Iterator[Ev
             report.bad(n, str(exc), line)
 
 
+def _recording(path: Path, report: LoadReport, progress: bool) -> Iterator[Event]:
+    """Input events of a recording (stream_app.recording), validated like the worker does; a
+    rejected value or a cut/damaged file is reported like a bad line (record number as line)."""
+    from stream_app.events import Rejection, parse_event
+    from stream_app.recording import RecordingReader
+
+    reader = RecordingReader(path)
+    types = reader.header.get("event_topics", {})
+    try:
+        for n, rec in enumerate(reader, 1):
+            etype = types.get(rec.topic)
+            if etype is None:
+                continue
+            report.lines += 1
+            ev = parse_event(rec.value, etype, max_bytes=1 << 30, now_ms=0, max_future_ms=1 << 62)
+            if isinstance(ev, Rejection):
+                report.bad(n, f"{ev.reason}: {ev.detail}", (rec.value or b"").decode("utf-8", "replace"))
+            else:
+                yield ev
+        if not reader.status().startswith("complete"):
+            report.bad(reader.records + 1, f"recording is {reader.status()}", "")
+    finally:
+        reader.close()
+
+
 READERS: dict[str, Callable[[Path, LoadReport, bool], Iterator[Event]]] = {
     "taobao": _taobao,
     "movielens": _movielens,
     "diginetica": _diginetica,
     "retailrocket": _retailrocket,
+    "recording": _recording,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -107,3 +108,29 @@ def test_retailrocket_format(tmp_path: Path) -> None:
     assert events[1].category_id is None and events[0].ts == 1_433_221_332_117
     assert report.bad_lines == 2 and report.lines == 6
     assert "unknown event" in report.bad_examples[0][1]
+
+
+def test_recording_events_with_rejections_and_cut(tmp_path: Path) -> None:
+    from stream_app.recording import RecordedRecord, RecordingWriter
+
+    def click(i: int) -> bytes:
+        return json.dumps({"event_id": f"c-{i}", "user_id": "u1", "item_id": f"i{i}", "category_id": "7",
+                           "ts": 1_511_561_733_000 + i}).encode()
+
+    path = tmp_path / "r.rec.zst"
+    with RecordingWriter(path, ["clicks", "recommendations"], event_topics={"clicks": "click"}) as w:
+        w.write(RecordedRecord("clicks", 0, 0, 1, 0, b"u1", click(1)))
+        w.write(RecordedRecord("recommendations", 0, 0, 2, 0, b"u1", b"{}"))  # not an input topic
+        w.write(RecordedRecord("clicks", 0, 1, 3, 0, b"u1", b"{not json"))
+        w.write(RecordedRecord("clicks", 0, 2, 4, 0, b"u1", click(2)))
+    assert detect_kind(path) == "recording"
+    report = LoadReport(str(path), "recording")
+    events = list(read_dataset(path, report=report))
+    got = [(e.event_id, e.item_id, e.type) for e in events]
+    assert got == [("c-1", "i1", "click"), ("c-2", "i2", "click")]
+    assert report.lines == 3 and report.bad_lines == 1 and "malformed_json" in report.bad_examples[0][1]
+    cut = tmp_path / "cut.rec.zst"
+    cut.write_bytes(path.read_bytes()[:-20])  # the trailer is lost
+    report = LoadReport(str(cut), "recording")
+    list(read_dataset(cut, report=report))
+    assert report.bad_lines >= 1 and "partial" in report.bad_examples[-1][1]
