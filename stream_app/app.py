@@ -100,7 +100,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers()],
         broker_credentials=_credentials(settings),
         store="rocksdb://",
-        datadir=str(settings.data_dir),
+        datadir=str(settings.data_dir / settings.app_id),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
@@ -301,6 +301,12 @@ def build_app(settings: Settings) -> TrackerApp:
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.partitions)
     tracker = Tracker(settings, app, table, recommendations, churn_warnings, dead_letters,
                       by_user.get_topic_name())
+
+    @app.task
+    async def declare_outputs() -> None:
+        """Create the output topics at start-up, so consumers can subscribe before any output."""
+        for topic in (recommendations, churn_warnings, dead_letters):
+            await topic.maybe_declare()
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:

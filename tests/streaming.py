@@ -1,0 +1,163 @@
+"""Helpers for tests of the streaming path: real worker processes, real topics, real RocksDB."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from rocksdict import AccessType, Rdict
+
+from stream_app.config import Settings
+from stream_app.events import Event
+from stream_app.kafka import encode_event, make_consumer, make_producer, topic_for
+from stream_app.state import UserState
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(settings: Settings, **extra: object) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"TRACKER_{name.upper()}"] = str(value)
+    env.update({f"TRACKER_{k.upper()}": str(v) for k, v in extra.items()})
+    return env
+
+
+class WorkerProcess:
+    """``interest-tracker worker`` as a child process, logging to a file."""
+
+    def __init__(self, settings: Settings, log_path: Path, **extra: object):
+        self.settings, self.log_path = settings, log_path
+        self.env = worker_env(settings, **extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "worker"], env=self.env, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no final commit."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+async def produce(settings: Settings, events: Iterable[Event],
+                  raw: Iterable[tuple[str, bytes | None, bytes | None]] = ()) -> int:
+    """Send events to their input topics (keyed by user), then raw (topic, key, value) records."""
+    producer = make_producer(settings)
+    await producer.start()
+    n = 0
+    try:
+        for event in events:
+            key, value = encode_event(event)
+            await producer.send(topic_for(settings, event), value=value, key=key)
+            n += 1
+        for topic, key, value in raw:
+            await producer.send(topic, value=value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+async def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
+                     idle_s: float = 5.0, timeout_s: float = 120.0) -> list[ConsumerRecord]:
+    """All records of ``topic`` from the start, until ``expect`` records arrived (or, without
+    ``expect``, until nothing new came for ``idle_s``). Manual assignment, no consumer group.
+    The embedded broker's end offsets are unreliable, so this never relies on them."""
+    consumer = make_consumer(settings)
+    await consumer.start()
+    try:
+        parts = None
+        deadline = time.monotonic() + timeout_s
+        while not parts and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                await consumer._client.force_metadata_update()  # noqa: SLF001
+                await asyncio.sleep(0.5)
+        assert parts, f"topic {topic} does not exist"
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[ConsumerRecord] = []
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                out.extend(recs)
+                last_new = time.monotonic()
+            if expect is not None and len(out) >= expect:
+                break
+            if expect is None and time.monotonic() - last_new > idle_s:
+                break
+        return out
+    finally:
+        await consumer.stop()
+
+
+def json_values(records: list[ConsumerRecord]) -> list[dict]:
+    return [orjson.loads(r.value) for r in records]
+
+
+def latest_by_key(records: list[ConsumerRecord]) -> dict[bytes, ConsumerRecord]:
+    """Last record per key in offset order within each partition (a compacted view)."""
+    out: dict[bytes, ConsumerRecord] = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        out[r.key] = r
+    return out
+
+
+def local_states(settings: Settings) -> dict[bytes, UserState]:
+    """The user states in a stopped worker's local RocksDB files."""
+    tables = settings.data_dir / settings.app_id / "v1" / "tables"
+    states: dict[bytes, UserState] = {}
+    for db_path in sorted(tables.glob("user-state-*.db")):
+        db = Rdict(str(db_path), access_type=AccessType.read_only())
+        try:
+            for key, value in db.items():
+                if isinstance(key, bytes) and not key.startswith(b"__faust"):
+                    states[key] = UserState.decode(value)
+        finally:
+            db.close()
+    return states
+
+
+async def wait_for(predicate, timeout_s: float = 120.0, every_s: float = 1.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(every_s)
+    raise TimeoutError("condition not met in time")
