@@ -14,7 +14,7 @@ Pace: ``speed=None`` sends as fast as the producer takes records; ``speed=s`` se
 seen so far (a record stamped earlier than one already sent goes out at once, so file order is
 never changed for pacing). ``rate`` additionally caps records/s.
 
-Shifting (``shift_ms``, or ``shift_to_now``: the first record's timestamp lands on the replay's
+Shifting (``shift_ms``, or ``shift_to_now``: the earliest record timestamp lands on the replay's
 start time): every record's Kafka timestamp moves by the offset, and so does the ``ts`` field of
 values on the recording's input-event topics (JSON objects with an integer ``ts``; such a value is
 re-serialised compactly, its other fields unchanged). Other values are sent byte for byte. Event
@@ -139,7 +139,7 @@ async def replay(settings: Settings, path: str | Path, options: ReplayOptions | 
     first = next(records, None)
     shift = opts.shift_ms
     if opts.shift_to_now and first is not None:
-        shift = int(time.time() * 1000) - first.timestamp
+        shift = int(time.time() * 1000) - _earliest(path, wanted)
 
     producer = make_producer(settings)
     await producer.start()
@@ -192,6 +192,17 @@ async def replay(settings: Settings, path: str | Path, options: ReplayOptions | 
     else:
         summary.recording_status = f"read in part ({reader.records} records so far)"
     return summary
+
+
+def _earliest(path: str | Path, wanted: set[str]) -> int:
+    """The smallest record timestamp of the replayed topics (a first pass: the trailer is at the
+    end of the file, and a cut file has none)."""
+    earliest: int | None = None
+    with RecordingReader(path) as first_pass:
+        for r in first_pass:
+            if r.topic in wanted and r.timestamp >= 0 and (earliest is None or r.timestamp < earliest):
+                earliest = r.timestamp
+    return earliest if earliest is not None else int(time.time() * 1000)
 
 
 def _chain(first: RecordedRecord, rest: Iterator[RecordedRecord]) -> Iterator[RecordedRecord]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,12 +20,19 @@ async def read_topics(settings: Settings, topics: Sequence[str], expected: int |
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
-        await consumer.topics()
+        deadline = time.monotonic() + timeout
+        while True:  # a worker may not have created its output topics yet
+            await consumer.topics()
+            if all(consumer.partitions_for_topic(t) for t in topics):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics {list(topics)} do not exist after {timeout} s")
+            await asyncio.sleep(0.5)
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         out: dict[tuple[str, int], list[Any]] = {(tp.topic, tp.partition): [] for tp in tps}
-        n, deadline, last = 0, time.monotonic() + timeout, time.monotonic()
+        n, last = 0, time.monotonic()
         while expected is None or n < expected:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"read {n} of {expected} messages from {list(topics)} in {timeout} s")
