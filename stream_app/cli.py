@@ -214,8 +214,13 @@ def replay(settings: Settings, path: str, speed: str, rate: float | None, rename
 def load_dataset(settings: Settings, path: str, kind: str | None, rate: float | None, limit: int | None,
                  progress: bool) -> None:
     """Put a public dataset file on the input topics; bad lines are reported, not fatal."""
+    from stream_app.datasets import detect_kind
     from stream_app.loading import load_dataset as load
 
+    try:
+        kind = kind or detect_kind(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="PATH") from exc
     result = asyncio.run(load(settings, path, kind=kind, rate=rate, limit=limit, progress=progress))
     _print_lines(*result.lines())
 
