@@ -71,11 +71,13 @@ def main() -> None:
             feats = {"item": rng.integers(2, len(rt.items), (B, L)),
                      "category": rng.integers(2, len(rt.categories), (B, L)),
                      "type": rng.integers(1, 4, (B, L)), "gap": rng.integers(1, 32, (B, L)),
-                     "hour": rng.integers(1, 25, (B, L))}
+                     "hour": rng.integers(1, 25, (B, L)), "count": rng.integers(1, 24, (B, L)),
+                     "age": rng.integers(1, 32, (B, L))}
             win_feeds = feats | {"length": np.full(B, L, np.int64)}
             kv = rt.window.run(["kv"], win_feeds)[0]
             step_feeds = {k: v[:, -1] for k, v in feats.items()} | {
-                "position": np.full(B, L - 1, np.int64), "past_kv": kv}
+                "position": np.full(B, L - 1, np.int64), "past_kv": kv, "context_item": feats["item"],
+                "context_category": feats["category"]}
             w_rates, s_rates = [], []
             for _ in range(args.rounds):
                 w_rates.append(_rate(lambda f=win_feeds: rt.window.run(None, f), args.seconds / args.rounds))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from export.model import InterestModel, ModelConfig
+from export.onnx_export import top_k_of
 from stream_app.features import FeatureSpec, Vocab
 from stream_app.model_runtime import CATEGORIES_FILE, ITEMS_FILE, METADATA_FILE, SCHEMA_VERSION
 
@@ -49,6 +50,7 @@ def write_artifact(out_dir: Path, model: InterestModel, items: Vocab, categories
         "window_length": spec.window_length,
         "n_items": len(items),
         "n_categories": len(categories),
+        "top_k": top_k_of(model),
         "model": c.to_dict(),
         "kv_shape": ["batch", c.n_layers, 2, c.n_heads, c.window_length, c.d_head],
         **extra,

@@ -12,7 +12,7 @@ import torch
 
 from export.baselines import Baselines, fit_churn_baseline, history_pairs
 from export.metrics import churn_metrics, hr_ndcg, target_ranks
-from export.model import InterestModel
+from export.model import InterestModel, ranking_scores
 from export.prepare import PreparedData
 from export.splits import TRAIN
 
@@ -34,6 +34,14 @@ def model_hidden(model: InterestModel, data: PreparedData, points: np.ndarray, b
         mine = np.nonzero((inv >= c0) & (inv < c0 + len(chunk)))[0]
         out[mine] = hidden[inv[mine] - c0, pos[mine]].numpy()
     return out
+
+
+def point_contexts(data: PreparedData, points: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """Item and category indices (P, L) of each point's context and its length (P,)."""
+    seg = data.segments
+    s = seg.point_segment[points]
+    return (torch.from_numpy(seg.features["item"][s]), torch.from_numpy(seg.features["category"][s]),
+            torch.from_numpy(seg.point_position[points] + 1))
 
 
 def _ranks(score: Callable[[np.ndarray, np.ndarray], np.ndarray], data: PreparedData, points: np.ndarray,
@@ -66,14 +74,17 @@ def evaluate(model: InterestModel, data: PreparedData, role: int, exclude_histor
     """{scorer name: {metric: value}} for the model and (optionally) every baseline."""
     split = data.split
     pts = np.nonzero(split.target_role == role)[0]
-    h_item = model_hidden(model, data, pts)
+    h_item = torch.from_numpy(model_hidden(model, data, pts))
+    ctx_items, ctx_cats, length = point_contexts(data, pts)
     exclude = data.item_index if exclude_history else None
 
+    @torch.no_grad()
     def model_items(rows: np.ndarray, _: np.ndarray) -> np.ndarray:
-        return model.item_logits(torch.from_numpy(h_item[rows])).detach().numpy()
+        return ranking_scores(model.item_probs(h_item[rows], ctx_items[rows], length[rows])).numpy()
 
+    @torch.no_grad()
     def model_cats(rows: np.ndarray, _: np.ndarray) -> np.ndarray:
-        return model.category_logits(torch.from_numpy(h_item[rows])).detach().numpy()
+        return ranking_scores(model.category_probs(h_item[rows], ctx_cats[rows], length[rows])).numpy()
 
     results: dict[str, dict[str, float]] = {"model": {}}
     item_ranks = _ranks(model_items, data, pts, data.next_item[pts], exclude)

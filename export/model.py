@@ -1,10 +1,17 @@
 """The attention model (PyTorch): a causal self-attention encoder over a user's context.
 
-Per position: item + category + event type + time-gap bucket + hour of day + absolute position
-embeddings, ``n_layers`` pre-norm transformer blocks with a causal mask, a final layer norm. The hidden
-state at the newest position is the user interest vector; from it come next-item scores (tied to the
-item embeddings), the next-category distribution (tied to the category embeddings) and the churn
-probability. :class:`WindowGraph` and :class:`StepGraph` are the two exported computations.
+Per position: the sum of embeddings of every feature of :mod:`stream_app.features` and of the absolute
+position, ``n_layers`` pre-norm transformer blocks with a causal mask, a final layer norm. The hidden
+state at the newest position is the user interest vector ``h``. From it:
+
+- next item and next category, each a pointer-generator mixture: ``p = g * p_copy + (1 - g) * p_gen``
+  where ``p_gen`` is a softmax over the vocabulary, tied to the input embeddings, and ``p_copy`` an
+  attention from ``h`` over the context's own entries (keys: the same embeddings, plus a learned bias
+  per recency). Users repeat themselves (Taobao categories: the next category is often a recent one)
+  and the gate ``g`` learns how much;
+- the churn probability, a small MLP on ``h``.
+
+:class:`WindowGraph` and :class:`StepGraph` are the two exported computations.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class ModelConfig:
     n_types: int = 3
     gap_buckets: int = 32
     hour_buckets: int = 24
+    count_buckets: int = 24
     d_model: int = 64
     n_heads: int = 2
     n_layers: int = 2
@@ -39,7 +47,7 @@ class ModelConfig:
     def for_spec(cls, spec: FeatureSpec, n_items: int, n_categories: int, **kw: object) -> ModelConfig:
         return cls(n_items=n_items, n_categories=n_categories, window_length=spec.window_length,
                    n_types=spec.n_types, gap_buckets=spec.gap_buckets, hour_buckets=spec.hour_buckets,
-                   **kw)  # type: ignore[arg-type]
+                   count_buckets=spec.count_buckets, **kw)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -86,6 +94,55 @@ class Block(nn.Module):
         return self._finish(x, w @ values), k, v
 
 
+class CopyMixture(nn.Module):
+    """Pointer-generator head over one vocabulary whose embedding table is ``table``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.query = nn.Linear(cfg.d_model, cfg.d_model)
+        self.recency = nn.Embedding(cfg.window_length, 1)
+        self.gate = nn.Linear(cfg.d_model, 1)
+        nn.init.zeros_(self.recency.weight)
+        self.scale = 1.0 / math.sqrt(cfg.d_model)
+
+    def _attention(self, h: torch.Tensor, keys: torch.Tensor, rel: torch.Tensor, valid: torch.Tensor
+                   ) -> torch.Tensor:
+        """Queries h (B, Q, d) attend over keys (B, J, d); rel, valid (B, Q, J). Rows without a valid
+        entry get all-zero weights."""
+        s = (self.query(h) @ keys.transpose(-1, -2)) * self.scale
+        s = s + self.recency(rel.clamp(0, self.recency.num_embeddings - 1)).squeeze(-1)
+        w = torch.softmax(torch.where(valid, s, torch.full_like(s, NEG)), dim=-1)
+        return w * valid.to(w.dtype)
+
+    def train_log_prob(self, h: torch.Tensor, ids: torch.Tensor, table: torch.Tensor, block: torch.Tensor,
+                       sel: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """log p(target) at the selected positions of full segments: h (B, T, d), ids (B, T) the
+        context entries, sel (B, T) bool, target (B, T); position t attends to entries j <= t."""
+        T = ids.shape[1]
+        pos = torch.arange(T, device=ids.device)
+        rel = (pos.view(T, 1) - pos.view(1, T)).expand(ids.shape[0], T, T)
+        valid = (pos.view(1, T) <= pos.view(T, 1)) & (ids > 1).unsqueeze(1)
+        w = self._attention(h, table[ids], rel, valid)[sel]  # (n, T)
+        p_copy = (w * (ids.unsqueeze(1).expand(-1, T, -1)[sel] == target[sel].unsqueeze(1))).sum(-1)
+        hs = h[sel]
+        log_gen = torch.log_softmax(hs @ table.T + block, dim=-1)
+        log_gen = log_gen.gather(1, target[sel].unsqueeze(1)).squeeze(1)
+        g = torch.sigmoid(self.gate(hs)).squeeze(-1)
+        return torch.log(g * p_copy + (1 - g) * log_gen.exp() + 1e-9)
+
+    def distribution(self, h: torch.Tensor, ids: torch.Tensor, length: torch.Tensor, table: torch.Tensor,
+                     block: torch.Tensor) -> torch.Tensor:
+        """p (P, N) for users with vectors h (P, d) and contexts ids (P, L) of the given lengths."""
+        L = ids.shape[1]
+        j = torch.arange(L, device=ids.device).unsqueeze(0)
+        valid = ((j < length.unsqueeze(1)) & (ids > 1)).unsqueeze(1)
+        rel = (length.unsqueeze(1) - 1 - j).unsqueeze(1)
+        w = self._attention(h.unsqueeze(1), table[ids], rel, valid).squeeze(1)
+        p_copy = torch.zeros(h.shape[0], table.shape[0], dtype=h.dtype).scatter_add(1, ids, w)
+        g = torch.sigmoid(self.gate(h))
+        return g * p_copy + (1 - g) * torch.softmax(h @ table.T + block, dim=-1)
+
+
 class InterestModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -96,12 +153,17 @@ class InterestModel(nn.Module):
         self.type_emb = nn.Embedding(cfg.n_types + 1, d, padding_idx=0)
         self.gap_emb = nn.Embedding(cfg.gap_buckets, d, padding_idx=0)
         self.hour_emb = nn.Embedding(cfg.hour_buckets + 1, d, padding_idx=0)
+        self.count_emb = nn.Embedding(cfg.count_buckets, d, padding_idx=0)
+        self.age_emb = nn.Embedding(cfg.gap_buckets, d, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.window_length, d)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(d)
-        self.churn_head = nn.Linear(d, 1)
+        self.item_head = CopyMixture(cfg)
+        self.cat_head = CopyMixture(cfg)
+        self.churn_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.drop = nn.Dropout(cfg.dropout)
-        for emb in (self.item_emb, self.cat_emb, self.type_emb, self.gap_emb, self.hour_emb, self.pos_emb):
+        for emb in (self.item_emb, self.cat_emb, self.type_emb, self.gap_emb, self.hour_emb, self.count_emb,
+                    self.age_emb, self.pos_emb):
             nn.init.normal_(emb.weight, std=0.05)
         causal = torch.full((cfg.window_length, cfg.window_length), float(NEG)).triu(1)
         self.register_buffer("causal_mask", causal, persistent=False)
@@ -114,7 +176,8 @@ class InterestModel(nn.Module):
 
     def embed(self, f: dict[str, torch.Tensor], pos: torch.Tensor) -> torch.Tensor:
         x = (self.item_emb(f["item"]) + self.cat_emb(f["category"]) + self.type_emb(f["type"])
-             + self.gap_emb(f["gap"]) + self.hour_emb(f["hour"]) + self.pos_emb(pos))
+             + self.gap_emb(f["gap"]) + self.hour_emb(f["hour"]) + self.count_emb(f["count"])
+             + self.age_emb(f["age"]) + self.pos_emb(pos))
         return self.drop(x)
 
     def encode(self, f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,14 +205,20 @@ class InterestModel(nn.Module):
             new.append(torch.stack([k[:, :, 0], v[:, :, 0]], dim=1))
         return self.final_norm(x)[:, 0], torch.stack(new, dim=1)
 
-    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.item_emb.weight.T + self.item_block
+    def item_probs(self, h: torch.Tensor, items: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        return self.item_head.distribution(h, items, length, self.item_emb.weight, self.item_block)
 
-    def category_logits(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.cat_emb.weight.T + self.cat_block
+    def category_probs(self, h: torch.Tensor, cats: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        return self.cat_head.distribution(h, cats, length, self.cat_emb.weight, self.cat_block)
 
     def churn_logit(self, h: torch.Tensor) -> torch.Tensor:
         return self.churn_head(h).squeeze(-1)
+
+
+def ranking_scores(probs: torch.Tensor) -> torch.Tensor:
+    """Scores that rank like ``probs`` with PAD and UNKNOWN last."""
+    scores = torch.log(probs + 1e-12)
+    return torch.cat([torch.full_like(scores[:, :2], NEG), scores[:, 2:]], dim=1)
 
 
 class _Outputs(nn.Module):
@@ -160,9 +229,11 @@ class _Outputs(nn.Module):
         self.model = model
         self.top_k = top_k
 
-    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        top_scores, top_items = torch.topk(self.model.item_logits(h), self.top_k, dim=-1)
-        categories = torch.softmax(self.model.category_logits(h), dim=-1)
+    def heads(self, h: torch.Tensor, items: torch.Tensor, cats: torch.Tensor, length: torch.Tensor
+              ) -> tuple[torch.Tensor, ...]:
+        item_p = self.model.item_probs(h, items, length)
+        top_scores, top_items = torch.topk(ranking_scores(item_p), self.top_k, dim=-1)
+        categories = self.model.category_probs(h, cats, length)
         churn = torch.sigmoid(self.model.churn_logit(h))
         return top_scores, top_items, categories, churn, h
 
@@ -171,26 +242,29 @@ class WindowGraph(_Outputs):
     """Full context: inputs (B, L) per feature and lengths (B,) -> outputs and the cache."""
 
     def forward(self, item: torch.Tensor, category: torch.Tensor, type: torch.Tensor, gap: torch.Tensor,
-                hour: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour), strict=True))
+                hour: torch.Tensor, count: torch.Tensor, age: torch.Tensor, length: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
+        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour, count, age), strict=True))
         hidden, kv = self.model.encode(f)
         last = (length - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         h = torch.gather(hidden, 1, last).squeeze(1)
-        return (*self.heads(h), kv)
+        return (*self.heads(h, item, category, length), kv)
 
 
 class StepGraph(_Outputs):
-    """One new event per user: inputs (B,) per feature, its position (B,), the cache -> outputs and
+    """One new event per user: its features (B,), its position (B,), the cache, and the context's
+    item and category indices (B, L) including the new event (for the copy heads) -> outputs and
     the new position's keys/values."""
 
     def forward(self, item: torch.Tensor, category: torch.Tensor, type: torch.Tensor, gap: torch.Tensor,
-                hour: torch.Tensor, position: torch.Tensor, past_kv: torch.Tensor
+                hour: torch.Tensor, count: torch.Tensor, age: torch.Tensor, position: torch.Tensor,
+                past_kv: torch.Tensor, context_item: torch.Tensor, context_category: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour), strict=True))
+        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour, count, age), strict=True))
         h, new_kv = self.model.step(f, position, past_kv)
-        return (*self.heads(h), new_kv)
+        return (*self.heads(h, context_item, context_category, position + 1), new_kv)
 
 
 OUTPUT_NAMES = ("top_scores", "top_items", "category_probs", "churn_prob", "user_vector")
 WINDOW_INPUTS = (*FEATURE_NAMES, "length")
-STEP_INPUTS = (*FEATURE_NAMES, "position", "past_kv")
+STEP_INPUTS = (*FEATURE_NAMES, "position", "past_kv", "context_item", "context_category")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from export.model import OUTPUT_NAMES, STEP_INPUTS, WINDOW_INPUTS, InterestModel, StepGraph, WindowGraph
-from stream_app.features import EncodedWindows
+from stream_app.features import FEATURE_NAMES, EncodedWindows
 
 OPSET = 18
 WINDOW_FILE = "window.onnx"
@@ -34,7 +34,7 @@ def export_onnx(model: InterestModel, out_dir: Path, top_k: int) -> None:
     L = model.cfg.window_length
     B = 2
     ints = torch.ones((B, L), dtype=torch.int64)
-    window_args = (ints, ints, ints, ints, ints, torch.tensor([L, 1]))
+    window_args = (*[ints] * len(FEATURE_NAMES), torch.tensor([L, 1]))
     torch.onnx.export(
         WindowGraph(model, top_k), window_args, str(out_dir / WINDOW_FILE),
         input_names=list(WINDOW_INPUTS), output_names=[*OUTPUT_NAMES, "kv"],
@@ -42,7 +42,8 @@ def export_onnx(model: InterestModel, out_dir: Path, top_k: int) -> None:
         opset_version=OPSET, dynamo=False,
     )
     one = torch.ones(B, dtype=torch.int64)
-    step_args = (one, one, one, one, one, torch.tensor([1, L - 1]), torch.zeros(kv_shape(model, B)))
+    step_args = (*[one] * len(FEATURE_NAMES), torch.tensor([1, L - 1]), torch.zeros(kv_shape(model, B)),
+                 ints, ints)
     torch.onnx.export(
         StepGraph(model, top_k), step_args, str(out_dir / STEP_FILE),
         input_names=list(STEP_INPUTS), output_names=[*OUTPUT_NAMES, "new_kv"],
@@ -63,16 +64,14 @@ def ort_session(path: Path, threads: int = 2):  # noqa: ANN201 - onnxruntime is 
 @torch.no_grad()
 def torch_window(model: InterestModel, enc: EncodedWindows, top_k: int) -> list[np.ndarray]:
     g = WindowGraph(model, top_k).eval()
-    args = [torch.from_numpy(enc.features[n]) for n in WINDOW_INPUTS[:-1]] + [torch.from_numpy(enc.lengths)]
+    args = [torch.from_numpy(enc.features[n]) for n in FEATURE_NAMES] + [torch.from_numpy(enc.lengths)]
     return [t.numpy() for t in g(*args)]
 
 
 @torch.no_grad()
-def torch_step(model: InterestModel, step: dict[str, np.ndarray], position: np.ndarray, past_kv: np.ndarray,
-               top_k: int) -> list[np.ndarray]:
+def torch_step(model: InterestModel, feeds: dict[str, np.ndarray], top_k: int) -> list[np.ndarray]:
     g = StepGraph(model, top_k).eval()
-    args = [torch.from_numpy(step[n]) for n in WINDOW_INPUTS[:-1]]
-    return [t.numpy() for t in g(*args, torch.from_numpy(position), torch.from_numpy(past_kv))]
+    return [t.numpy() for t in g(*[torch.from_numpy(feeds[n]) for n in STEP_INPUTS])]
 
 
 def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray], skip_ids: bool = True) -> float:
@@ -84,7 +83,7 @@ def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray], skip_ids: bool = True
 def window_parity(model: InterestModel, out_dir: Path, enc: EncodedWindows, top_k: int) -> float:
     """Max |ONNX - torch| of the window graph on the given (real) windows."""
     sess = ort_session(out_dir / WINDOW_FILE)
-    feeds = {n: enc.features[n] for n in WINDOW_INPUTS[:-1]} | {"length": enc.lengths}
+    feeds = {n: enc.features[n] for n in FEATURE_NAMES} | {"length": enc.lengths}
     return max_abs_diff(sess.run(None, feeds), torch_window(model, enc, top_k))
 
 
@@ -96,14 +95,15 @@ def step_parity(model: InterestModel, out_dir: Path, before: EncodedWindows, aft
     step = ort_session(out_dir / STEP_FILE)
 
     def run_window(enc: EncodedWindows) -> list[np.ndarray]:
-        return win.run(None, {n: enc.features[n] for n in WINDOW_INPUTS[:-1]} | {"length": enc.lengths})
+        return win.run(None, {n: enc.features[n] for n in FEATURE_NAMES} | {"length": enc.lengths})
 
     past = run_window(before)[-1]
     full = run_window(after)
-    new = after.at_last()
     position = after.lengths - 1
-    onnx_step = step.run(None, {**new, "position": position, "past_kv": past})
-    torch_out = torch_step(model, new, position, past, top_k)
+    feeds = after.at_last() | {"position": position, "past_kv": past, "context_item": after.features["item"],
+                               "context_category": after.features["category"]}
+    onnx_step = step.run(None, feeds)
+    torch_out = torch_step(model, feeds, top_k)
     full_kv_at_new = full[-1][np.arange(len(position)), :, :, :, position]
     return {
         "step_vs_window": max(max_abs_diff(onnx_step[:-1], full[:-1]),

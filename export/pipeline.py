@@ -100,7 +100,6 @@ def run_train(data_path: Path, art_dir: Path, split_spec: SplitSpec, spec: Featu
     meta = write_artifact(art_dir, result.model, data.items, data.categories, spec, extra)
     parity = export_and_check(result.model, art_dir, data)
     test = evaluate(result.model, data, TEST, cfg.exclude_history)
-    meta["top_k"] = top_k_of(result.model)
     meta["metrics"] = {"test": test, "parity": parity}
     meta["training"] = {"best_epoch": result.best_epoch, "seconds": result.seconds, "curve": result.curve}
     write_metadata(art_dir, meta)

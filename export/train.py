@@ -1,5 +1,6 @@
-"""Training on CPU: full softmax cross-entropy over items, category cross-entropy and churn BCE on the
-served positions of every segment, Adam, early stopping on a validation metric, seeded."""
+"""Training on CPU: negative log-likelihood of the next item and the next category under the full
+(softmax over the whole vocabulary + copy) distributions, and churn BCE, on the served positions of
+every segment; Adam, early stopping on a validation metric, seeded."""
 
 from __future__ import annotations
 
@@ -98,13 +99,18 @@ def train_model(data: PreparedData, cfg: TrainConfig, progress: bool = True) -> 
         bar = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress)
         for b0 in bar:
             idx = order[b0:b0 + cfg.batch_size]
-            hidden, _ = model.encode({k: v[idx] for k, v in feats.items()})
+            batch = {k: v[idx] for k, v in feats.items()}
+            hidden, _ = model.encode(batch)
             loss = torch.zeros(())
             parts = []
-            for tgt, logits_fn, w in ((item_t[idx], model.item_logits, 1.0),
-                                      (cat_t[idx], model.category_logits, cfg.category_weight)):
+            for tgt, head, table, block, ids, w in (
+                (item_t[idx], model.item_head, model.item_emb.weight, model.item_block, batch["item"], 1.0),
+                (cat_t[idx], model.cat_head, model.cat_emb.weight, model.cat_block, batch["category"],
+                 cfg.category_weight),
+            ):
                 sel = tgt > 0
-                part = F.cross_entropy(logits_fn(hidden[sel]), tgt[sel]) if sel.any() else torch.zeros(())
+                part = (-head.train_log_prob(hidden, ids, table, block, sel, tgt).mean() if sel.any()
+                        else torch.zeros(()))
                 loss = loss + w * part
                 parts.append(float(part.detach()))
             sel = churn_m[idx]

@@ -6,6 +6,10 @@ the same history.
 
 A window is a list of ``(item_id, category_id, type_code, ts_ms)`` tuples, oldest first.
 
+Per event: item, category, event type, the time gap to its predecessor in the context, the UTC hour,
+the user's event count at that event and the time since the context's first event (both bucketed on
+a log2 scale). None of them changes when a later event arrives.
+
 Context rule (what makes one-event incremental updates exact): the model sees the events since a
 reset point that depends only on the user's event count ``n``. With window length ``L`` and
 ``h = L // 2``, the context is all ``n`` events while ``n <= L``; after that it is reset to the last
@@ -30,7 +34,7 @@ WindowEvent = tuple[str, str | None, int, int]  # (item_id, category_id, type_co
 PAD = 0  # index of padding in every vocabulary and feature
 UNKNOWN = 1  # unknown / rare item, unknown or missing category
 CONTEXT_START = 1  # gap bucket of the first event in a context (its predecessor is not visible)
-FEATURE_NAMES = ("item", "category", "type", "gap", "hour")
+FEATURE_NAMES = ("item", "category", "type", "gap", "hour", "count", "age")
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,8 @@ class FeatureSpec:
     n_types: int = 3  # event type codes 0..n_types-1 (stream_app.events.TYPE_CODE)
     gap_buckets: int = 32  # PAD, CONTEXT_START, then 2 + floor(log2(1 + gap seconds)), capped
     hour_buckets: int = 24  # UTC hour of day + 1 (0 is PAD)
-    version: int = 1  # bump when the encoding below changes
+    count_buckets: int = 24  # 1 + floor(log2(the user's event count at that event)), capped
+    version: int = 2  # bump when the encoding below changes
 
     @property
     def half(self) -> int:
@@ -148,6 +153,9 @@ def encode_windows(
         out["gap"][b, 0] = CONTEXT_START
         out["gap"][b, 1:c] = gap_bucket(np.diff(ts), spec)
         out["hour"][b, :c] = (ts // 3_600_000) % 24 + 1
+        counts = np.arange(n - c + 1, n + 1)
+        out["count"][b, :c] = np.minimum(1 + np.floor(np.log2(counts)), spec.count_buckets - 1)
+        out["age"][b, :c] = gap_bucket(ts - ts[0], spec)
     return EncodedWindows(out, lengths)
 
 

@@ -141,7 +141,7 @@ class ModelRuntime:
             raise ArtifactError(f"model artifact {self.path}: window.onnx inputs {sorted(got)}, expected "
                                 f"{sorted(want)}")
         self.provider = self.window.get_providers()[0]
-        self.top_k_max = int(self.window.get_outputs()[1].shape[1])
+        self.top_k_max = int(self.metadata["top_k"])  # items the graphs return per user
         log.info("model %s loaded from %s on %s", self.version, self.path, self.provider)
 
     def update(self, windows: Sequence[Sequence[WindowEvent]], n_events: Sequence[int] | None = None,
@@ -181,7 +181,9 @@ class ModelRuntime:
             last = enc.at_last()
             position = enc.lengths[inc] - 1
             past = np.stack([caches[b].kv for b in inc])  # type: ignore[union-attr]
-            feeds = {n: last[n][inc] for n in FEATURE_NAMES} | {"position": position, "past_kv": past}
+            feeds = {n: last[n][inc] for n in FEATURE_NAMES} | {
+                "position": position, "past_kv": past, "context_item": enc.features["item"][inc],
+                "context_category": enc.features["category"][inc]}
             ts, ti, cp, ch, uv, new = self.step_session.run(None, feeds)
             top_scores[inc], top_ids[inc], cats[inc], churn[inc], vectors[inc] = ts, ti, cp, ch, uv
             past[np.arange(len(inc)), :, :, :, position] = new
