@@ -12,7 +12,7 @@ import torch
 
 from export.baselines import Baselines, fit_churn_baseline, history_pairs
 from export.metrics import churn_metrics, hr_ndcg, target_ranks
-from export.model import InterestModel, ranking_scores
+from export.model import CHURN_FEATURES, InterestModel, ranking_scores
 from export.prepare import PreparedData
 from export.splits import TRAIN
 
@@ -42,6 +42,14 @@ def point_contexts(data: PreparedData, points: np.ndarray) -> tuple[torch.Tensor
     s = seg.point_segment[points]
     return (torch.from_numpy(seg.features["item"][s]), torch.from_numpy(seg.features["category"][s]),
             torch.from_numpy(seg.point_position[points] + 1))
+
+
+@torch.no_grad()
+def churn_logits(model: InterestModel, data: PreparedData, points: np.ndarray) -> torch.Tensor:
+    seg = data.segments
+    s, p = seg.point_segment[points], seg.point_position[points]
+    last = {k: torch.from_numpy(seg.features[k][s, p]) for k in CHURN_FEATURES}
+    return model.churn_logit(torch.from_numpy(model_hidden(model, data, points)), last, torch.from_numpy(p))
 
 
 def _ranks(score: Callable[[np.ndarray, np.ndarray], np.ndarray], data: PreparedData, points: np.ndarray,
@@ -94,7 +102,7 @@ def evaluate(model: InterestModel, data: PreparedData, role: int, exclude_histor
     labels = split.churn_label[churn_pts]
     if len(churn_pts):
         with torch.no_grad():
-            logit = model.churn_logit(torch.from_numpy(model_hidden(model, data, churn_pts)))
+            logit = churn_logits(model, data, churn_pts)
         results["model"].update({f"churn_{k}": v for k, v in
                                  churn_metrics(labels, torch.sigmoid(logit).numpy()).items()})
     if not baselines:

@@ -9,7 +9,9 @@ state at the newest position is the user interest vector ``h``. From it:
   attention from ``h`` over the context's own entries (keys: the same embeddings, plus a learned bias
   per recency). Users repeat themselves (Taobao categories: the next category is often a recent one)
   and the gate ``g`` learns how much;
-- the churn probability, a small MLP on ``h``.
+- the churn probability, an MLP on ``h`` and on small embeddings of the newest event's count, gap,
+  age and hour buckets and its position (a direct path for recency/frequency signals, which the
+  item and category objectives otherwise drown in ``h``).
 
 :class:`WindowGraph` and :class:`StepGraph` are the two exported computations.
 """
@@ -25,6 +27,8 @@ from torch import nn
 
 from stream_app.features import FEATURE_NAMES, FeatureSpec
 
+CHURN_FEATURES = ("count", "gap", "age", "hour")
+CHURN_WIDE_DIM = 8
 NEG = -1e4  # score of PAD / UNKNOWN items and categories: never ranked, never a softmax target
 
 
@@ -36,7 +40,7 @@ class ModelConfig:
     n_types: int = 3
     gap_buckets: int = 32
     hour_buckets: int = 24
-    count_buckets: int = 24
+    count_buckets: int = 80
     d_model: int = 64
     n_heads: int = 2
     n_layers: int = 2
@@ -160,7 +164,14 @@ class InterestModel(nn.Module):
         self.final_norm = nn.LayerNorm(d)
         self.item_head = CopyMixture(cfg)
         self.cat_head = CopyMixture(cfg)
-        self.churn_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        w = CHURN_WIDE_DIM
+        self.churn_wide = nn.ModuleDict({
+            "count": nn.Embedding(cfg.count_buckets, w), "gap": nn.Embedding(cfg.gap_buckets, w),
+            "age": nn.Embedding(cfg.gap_buckets, w), "hour": nn.Embedding(cfg.hour_buckets + 1, w),
+            "position": nn.Embedding(cfg.window_length, w),
+        })
+        self.churn_head = nn.Sequential(nn.Linear(d + w * len(self.churn_wide), d), nn.GELU(),
+                                        nn.Linear(d, 1))
         self.drop = nn.Dropout(cfg.dropout)
         for emb in (self.item_emb, self.cat_emb, self.type_emb, self.gap_emb, self.hour_emb, self.count_emb,
                     self.age_emb, self.pos_emb):
@@ -211,8 +222,11 @@ class InterestModel(nn.Module):
     def category_probs(self, h: torch.Tensor, cats: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         return self.cat_head.distribution(h, cats, length, self.cat_emb.weight, self.cat_block)
 
-    def churn_logit(self, h: torch.Tensor) -> torch.Tensor:
-        return self.churn_head(h).squeeze(-1)
+    def churn_logit(self, h: torch.Tensor, last: dict[str, torch.Tensor], position: torch.Tensor
+                    ) -> torch.Tensor:
+        """Churn logit from h (N, d), the newest event's features ``last`` (N,) and its position."""
+        wide = [self.churn_wide[k](last[k]) for k in CHURN_FEATURES] + [self.churn_wide["position"](position)]
+        return self.churn_head(torch.cat([h, *wide], dim=-1)).squeeze(-1)
 
 
 def ranking_scores(probs: torch.Tensor) -> torch.Tensor:
@@ -229,12 +243,12 @@ class _Outputs(nn.Module):
         self.model = model
         self.top_k = top_k
 
-    def heads(self, h: torch.Tensor, items: torch.Tensor, cats: torch.Tensor, length: torch.Tensor
-              ) -> tuple[torch.Tensor, ...]:
+    def heads(self, h: torch.Tensor, items: torch.Tensor, cats: torch.Tensor, length: torch.Tensor,
+              last: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         item_p = self.model.item_probs(h, items, length)
         top_scores, top_items = torch.topk(ranking_scores(item_p), self.top_k, dim=-1)
         categories = self.model.category_probs(h, cats, length)
-        churn = torch.sigmoid(self.model.churn_logit(h))
+        churn = torch.sigmoid(self.model.churn_logit(h, last, (length - 1).clamp(min=0)))
         return top_scores, top_items, categories, churn, h
 
 
@@ -246,9 +260,10 @@ class WindowGraph(_Outputs):
                 ) -> tuple[torch.Tensor, ...]:
         f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour, count, age), strict=True))
         hidden, kv = self.model.encode(f)
-        last = (length - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
-        h = torch.gather(hidden, 1, last).squeeze(1)
-        return (*self.heads(h, item, category, length), kv)
+        newest_pos = (length - 1).clamp(min=0)
+        h = torch.gather(hidden, 1, newest_pos.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
+        newest = {k: f[k].gather(1, newest_pos.unsqueeze(1)).squeeze(1) for k in CHURN_FEATURES}
+        return (*self.heads(h, item, category, length, newest), kv)
 
 
 class StepGraph(_Outputs):
@@ -262,7 +277,7 @@ class StepGraph(_Outputs):
                 ) -> tuple[torch.Tensor, ...]:
         f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour, count, age), strict=True))
         h, new_kv = self.model.step(f, position, past_kv)
-        return (*self.heads(h, context_item, context_category, position + 1), new_kv)
+        return (*self.heads(h, context_item, context_category, position + 1, f), new_kv)
 
 
 OUTPUT_NAMES = ("top_scores", "top_items", "category_probs", "churn_prob", "user_vector")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from export.evaluate import evaluate_model
-from export.model import InterestModel, ModelConfig
+from export.model import CHURN_FEATURES, InterestModel, ModelConfig
 from export.prepare import PreparedData
 from export.splits import TRAIN, VALID
 
@@ -114,9 +114,12 @@ def train_model(data: PreparedData, cfg: TrainConfig, progress: bool = True) -> 
                 loss = loss + w * part
                 parts.append(float(part.detach()))
             sel = churn_m[idx]
-            churn_loss = (
-                F.binary_cross_entropy_with_logits(model.churn_logit(hidden[sel]), churn_y[idx][sel])
-                if sel.any() else torch.zeros(()))
+            if sel.any():
+                position = torch.arange(hidden.shape[1]).expand(len(idx), -1)[sel]
+                logit = model.churn_logit(hidden[sel], {k: batch[k][sel] for k in CHURN_FEATURES}, position)
+                churn_loss = F.binary_cross_entropy_with_logits(logit, churn_y[idx][sel])
+            else:
+                churn_loss = torch.zeros(())
             loss = loss + cfg.churn_weight * churn_loss
             opt.zero_grad()
             loss.backward()

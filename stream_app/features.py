@@ -8,7 +8,7 @@ A window is a list of ``(item_id, category_id, type_code, ts_ms)`` tuples, oldes
 
 Per event: item, category, event type, the time gap to its predecessor in the context, the UTC hour,
 the user's event count at that event and the time since the context's first event (both bucketed on
-a log2 scale). None of them changes when a later event arrives.
+a log2 scale, the count in quarter octaves). None of them changes when a later event arrives.
 
 Context rule (what makes one-event incremental updates exact): the model sees the events since a
 reset point that depends only on the user's event count ``n``. With window length ``L`` and
@@ -45,7 +45,7 @@ class FeatureSpec:
     n_types: int = 3  # event type codes 0..n_types-1 (stream_app.events.TYPE_CODE)
     gap_buckets: int = 32  # PAD, CONTEXT_START, then 2 + floor(log2(1 + gap seconds)), capped
     hour_buckets: int = 24  # UTC hour of day + 1 (0 is PAD)
-    count_buckets: int = 24  # 1 + floor(log2(the user's event count at that event)), capped
+    count_buckets: int = 80  # 1 + floor(4 * log2(the user's event count at that event)), capped
     version: int = 2  # bump when the encoding below changes
 
     @property
@@ -154,7 +154,7 @@ def encode_windows(
         out["gap"][b, 1:c] = gap_bucket(np.diff(ts), spec)
         out["hour"][b, :c] = (ts // 3_600_000) % 24 + 1
         counts = np.arange(n - c + 1, n + 1)
-        out["count"][b, :c] = np.minimum(1 + np.floor(np.log2(counts)), spec.count_buckets - 1)
+        out["count"][b, :c] = np.minimum(1 + np.floor(4 * np.log2(counts)), spec.count_buckets - 1)
         out["age"][b, :c] = gap_bucket(ts - ts[0], spec)
     return EncodedWindows(out, lengths)
 

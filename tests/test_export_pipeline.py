@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import shared_data
 
 from export.artifact import load_model, read_metadata
-from export.evaluate import point_contexts
+from export.evaluate import churn_logits, point_contexts
 from export.model import InterestModel, ranking_scores
 from export.prepare import PreparedData, prepare
 from export.splits import TEST, SplitSpec
@@ -92,7 +92,7 @@ def test_torch_on_training_features_equals_onnx_equals_runtime(trained: tuple[Pa
         hidden, _ = model.encode(feats)
         h = hidden[torch.arange(len(pts)), torch.from_numpy(seg.point_position[pts])]
         ctx_items, ctx_cats, length = point_contexts(data, pts)
-        t_churn = torch.sigmoid(model.churn_logit(h)).numpy()
+        t_churn = torch.sigmoid(churn_logits(model, data, pts)).numpy()
         t_cats = model.category_probs(h, ctx_cats, length).numpy()
         t_scores = ranking_scores(model.item_probs(h, ctx_items, length))
         t_top = torch.topk(t_scores, 10).values.numpy()

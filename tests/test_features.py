@@ -46,13 +46,13 @@ def test_encoding() -> None:
     assert f["hour"].tolist() == [[6, 6, 8, 0]]
     # gap buckets: context start, then 2 + floor(log2(1 + seconds)): 1 s -> 3, 7200 s -> 14.
     assert f["gap"].tolist() == [[CONTEXT_START, 3, 14, 0]]
-    # the user's event count at each event (1 + floor(log2 n)) and the time since the context's start
-    assert f["count"].tolist() == [[1, 2, 2, 0]]
+    # the user's event count at each event (1 + floor(4 log2 n)) and the time since the context's start
+    assert f["count"].tolist() == [[1, 5, 7, 0]]
     assert f["age"].tolist() == [[2, 3, 14, 0]]
     assert {k: v.tolist() for k, v in enc.at_last().items()} == {
-        "item": [3], "category": [2], "type": [1], "gap": [14], "hour": [8], "count": [2], "age": [14]}
+        "item": [3], "category": [2], "type": [1], "gap": [14], "hour": [8], "count": [7], "age": [14]}
     later = encode_window(window, items, cats, spec, n_events=999)  # a long-time user
-    assert later.features["count"].tolist() == [[10, 10, 10, 0]]
+    assert later.features["count"].tolist() == [[40, 40, 40, 0]]
 
 
 def test_event_count_selects_the_context() -> None:
