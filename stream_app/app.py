@@ -15,6 +15,7 @@ record sits in its key's source partition and a rebalance restores the user wher
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import logging
@@ -221,16 +222,21 @@ class Tracker:
                 dirty[due] = ev
                 out.add(self.churn_warnings, due, self.churn_warning(due, due_state, wm))
             metrics.WATERMARK.labels(msg.partition).set(self.churn.watermark[msg.partition])
+        # Outputs are delivered before the states are written: after a crash between the two the
+        # events are applied again and their outputs repeated (at least once). The other order
+        # could store an event as applied whose outputs were never sent.
+        await self.send(out)
         for user, ctx in dirty.items():
             with event_context(ctx):
                 self.table[user] = states[user].encode()
         metrics.USERS_TRACKED.set(self.churn.users_tracked)
-        await self.send(out)
 
     async def send(self, out: Outputs) -> None:
+        pending = []
         for topic, key, value, _recv, _kts in out.records:
-            await topic.send(key=key, value=value)
+            pending.append(await topic.send(key=key, value=value))
             metrics.OUTPUTS.labels(topic.get_topic_name()).inc()
+        await asyncio.gather(*pending)
         now = time.time()
         for _, _, _, recv, kts in out.records:
             if recv is not None:
@@ -243,7 +249,8 @@ class Tracker:
         topic, partition, offset = headers[H_SRC].decode().rsplit(":", 2)
         detail = (f"event_id {event.event_id!r} was already applied" if reason == "duplicate"
                   else f"ts {event.ts} is {(state.last_ts - event.ts) / 60000:.1f} min older than the "
-                       f"user's newest event (tolerance {self.policy.late_tolerance_ms / 60000:.0f} min)")
+                       f"user's newest event and older than the {len(state.recent_ts)} events the "
+                       f"dedupe memory holds (late tolerance {self.policy.late_tolerance_ms} ms)")
         metrics.DEAD_LETTERS.labels(reason).inc()
         out.add(self.dead_letters, headers.get(H_KEY) or msg.key, dead_letter_value(
             reason, detail, topic, int(partition), int(offset),

@@ -51,9 +51,10 @@ class Settings(BaseSettings):
     max_future_ms: int = Field(
         24 * 3600 * 1000, description="events stamped further ahead of the wall clock are rejected"
     )
-    late_tolerance_ms: int = Field(
-        30 * 24 * 3600 * 1000,
-        description="events older than the user's newest event by more are rejected as too late",
+    late_tolerance_ms: int | None = Field(
+        None,
+        description="if set, events older than the user's newest event by more are rejected as "
+        "too late (unset: only events older than a full dedupe memory are)",
     )
     dedupe_memory: int = Field(512, ge=1, description="recent event ids remembered per user")
     interest_half_life_ms: int = Field(

@@ -6,10 +6,10 @@ One :class:`UserState` per user lives in the RocksDB-backed Faust table, encoded
 Policies (documented in the README):
 - an event id seen among the user's last ``dedupe_memory`` applied events is a duplicate and is
   not applied;
-- an event is too late, and not applied, if it is older than the user's newest event by more than
-  ``late_tolerance_ms``, or older than every event in a full dedupe memory (it could be a
-  duplicate that was forgotten); any other late event is inserted at its place in time, so the
-  window, counts and interests do not depend on the order in which events arrive;
+- an event is too late, and not applied, if it is older than every event in a full dedupe memory
+  (it could be a duplicate that was forgotten), or, when ``late_tolerance_ms`` is set, older than
+  the user's newest event by more than that; any other late event is inserted at its place in
+  time, so the window, counts and interests do not depend on the order in which events arrive;
 - interest strength per category decays with an event-time half-life, so replays give the same
   profile as live processing.
 """
@@ -44,7 +44,7 @@ def event_id_hash(event_id: str) -> int:
 class StatePolicy:
     window_length: int = 50
     dedupe_memory: int = 256
-    late_tolerance_ms: int = 3600 * 1000
+    late_tolerance_ms: int | None = None
     interest_half_life_ms: int = 7 * 24 * 3600 * 1000
 
     @property
@@ -80,7 +80,7 @@ class UserState:
     def is_too_late(self, ts: int, policy: StatePolicy) -> bool:
         if self.events_total == 0:
             return False
-        if ts < self.last_ts - policy.late_tolerance_ms:
+        if policy.late_tolerance_ms is not None and ts < self.last_ts - policy.late_tolerance_ms:
             return True
         return len(self.recent_ts) >= policy.dedupe_memory and ts < min(self.recent_ts)
 

@@ -13,7 +13,7 @@ from stream_app.app import changelog_topic_name, partition_for_user
 from stream_app.config import Settings
 from stream_app.state import MAX_CATEGORIES, StatePolicy, UserState
 from tests.conftest import shared_data
-from tests.expected import Expected, expected_by_user, taobao_events
+from tests.expected import Expected, assert_windows_match, expected_by_user, taobao_events
 from tests.streaming import (
     WorkerProcess,
     json_values,
@@ -32,12 +32,7 @@ def assert_state_matches(state: UserState, exp: Expected, settings: Settings) ->
     assert state.counts == exp.counts()
     assert state.first_ts == min(e.ts for e in exp.events)
     assert state.last_ts == max(e.ts for e in exp.events)
-    want = exp.window(settings.window_length)
-    # events sharing the oldest kept timestamp may be cut in either order: compare the rest exactly
-    cut = want[0][3]
-    assert sorted(e for e in state.window if e[3] > cut) == sorted(e for e in want if e[3] > cut)
-    assert len(state.window) == len(want)
-    assert all(e[3] >= cut for e in state.window)
+    assert_windows_match(state.window, exp.window(settings.window_length))
     exp_interests = exp.interests(settings.interest_half_life_ms)
     got = dict(state.top_interests(state.last_ts, policy, n=1000))
     if len(exp_interests) > MAX_CATEGORIES:  # the profile keeps the strongest categories only
