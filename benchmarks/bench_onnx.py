@@ -72,7 +72,7 @@ def main() -> None:
                      "category": rng.integers(2, len(rt.categories), (B, L)),
                      "type": rng.integers(1, 4, (B, L)), "gap": rng.integers(1, 32, (B, L)),
                      "hour": rng.integers(1, 25, (B, L)), "count": rng.integers(1, 24, (B, L)),
-                     "age": rng.integers(1, 32, (B, L))}
+                     "age": rng.integers(1, 128, (B, L))}
             win_feeds = feats | {"length": np.full(B, L, np.int64)}
             kv = rt.window.run(["kv"], win_feeds)[0]
             step_feeds = {k: v[:, -1] for k, v in feats.items()} | {
@@ -91,9 +91,10 @@ def main() -> None:
                 for u in range(B)]
         n = 3 * L // 2  # incremental for this count
         windows = [h[n - L:n] for h in hist]
-        prev = rt.update([h[n - 1 - L:n - 1] for h in hist], [n - 1] * B)
-        full_rate = _rate(lambda: rt.update(windows, [n] * B), args.seconds)
-        step_rate = _rate(lambda: rt.update(windows, [n] * B, prev.caches), args.seconds)
+        first = [0] * B
+        prev = rt.update([h[n - 1 - L:n - 1] for h in hist], [n - 1] * B, first_ts=first)
+        full_rate = _rate(lambda: rt.update(windows, [n] * B, first_ts=first), args.seconds)
+        step_rate = _rate(lambda: rt.update(windows, [n] * B, prev.caches, first_ts=first), args.seconds)
         print(f"ModelRuntime.update, batch {B}: full {B * full_rate:,.0f} users/s, "
               f"incremental {B * step_rate:,.0f} users/s ({step_rate / full_rate:.2f}x)")
 

@@ -41,6 +41,7 @@ class ModelConfig:
     gap_buckets: int = 32
     hour_buckets: int = 24
     count_buckets: int = 80
+    age_buckets: int = 128
     d_model: int = 64
     n_heads: int = 2
     n_layers: int = 2
@@ -51,7 +52,7 @@ class ModelConfig:
     def for_spec(cls, spec: FeatureSpec, n_items: int, n_categories: int, **kw: object) -> ModelConfig:
         return cls(n_items=n_items, n_categories=n_categories, window_length=spec.window_length,
                    n_types=spec.n_types, gap_buckets=spec.gap_buckets, hour_buckets=spec.hour_buckets,
-                   count_buckets=spec.count_buckets, **kw)  # type: ignore[arg-type]
+                   count_buckets=spec.count_buckets, age_buckets=spec.age_buckets, **kw)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -106,7 +107,8 @@ class CopyMixture(nn.Module):
         self.query = nn.Linear(cfg.d_model, cfg.d_model)
         self.recency = nn.Embedding(cfg.window_length, 1)
         self.gate = nn.Linear(cfg.d_model, 1)
-        nn.init.zeros_(self.recency.weight)
+        with torch.no_grad():  # start close to "the most recent entries first" (repeat-last)
+            self.recency.weight.copy_(-0.3 * torch.arange(float(cfg.window_length)).unsqueeze(1))
         self.scale = 1.0 / math.sqrt(cfg.d_model)
 
     def _attention(self, h: torch.Tensor, keys: torch.Tensor, rel: torch.Tensor, valid: torch.Tensor
@@ -158,7 +160,7 @@ class InterestModel(nn.Module):
         self.gap_emb = nn.Embedding(cfg.gap_buckets, d, padding_idx=0)
         self.hour_emb = nn.Embedding(cfg.hour_buckets + 1, d, padding_idx=0)
         self.count_emb = nn.Embedding(cfg.count_buckets, d, padding_idx=0)
-        self.age_emb = nn.Embedding(cfg.gap_buckets, d, padding_idx=0)
+        self.age_emb = nn.Embedding(cfg.age_buckets, d, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.window_length, d)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(d)
@@ -167,7 +169,7 @@ class InterestModel(nn.Module):
         w = CHURN_WIDE_DIM
         self.churn_wide = nn.ModuleDict({
             "count": nn.Embedding(cfg.count_buckets, w), "gap": nn.Embedding(cfg.gap_buckets, w),
-            "age": nn.Embedding(cfg.gap_buckets, w), "hour": nn.Embedding(cfg.hour_buckets + 1, w),
+            "age": nn.Embedding(cfg.age_buckets, w), "hour": nn.Embedding(cfg.hour_buckets + 1, w),
             "position": nn.Embedding(cfg.window_length, w),
         })
         self.churn_head = nn.Sequential(nn.Linear(d + w * len(self.churn_wide), d), nn.GELU(),

@@ -33,18 +33,19 @@ def parity_windows(data: PreparedData, n: int = PARITY_USERS, seed: int = 0):  #
     pts = np.sort(rng.choice(pts, min(n, len(pts)), replace=False))
     user = data.table.user_of()
     L = data.spec.window_length
-    wins, counts = [], []
+    wins, counts, first = [], [], []
     for g in pts:
         u = user[g]
         i = int(g - data.table.offsets[u]) + 1
         wins.append(data.table.histories[u][max(0, i - L):i])
         counts.append(i)
-    full = encode_windows(wins, data.items, data.categories, data.spec, counts)
+        first.append(data.table.histories[u][0][3])
+    full = encode_windows(wins, data.items, data.categories, data.spec, counts, first)
     inc = [j for j, c in enumerate(counts) if is_incremental(c, L)]
     before = encode_windows([wins[j][:-1] for j in inc], data.items, data.categories, data.spec,
-                            [counts[j] - 1 for j in inc])
+                            [counts[j] - 1 for j in inc], [first[j] for j in inc])
     after = encode_windows([wins[j] for j in inc], data.items, data.categories, data.spec,
-                           [counts[j] for j in inc])
+                           [counts[j] for j in inc], [first[j] for j in inc])
     return full, before, after
 
 

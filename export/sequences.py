@@ -38,14 +38,15 @@ def segment_ends(n: int, window_length: int) -> list[int]:
 
 def build_segments(table: EventTable, items: Vocab, categories: Vocab, spec: FeatureSpec) -> Segments:
     L = spec.window_length
-    windows, counts, starts = [], [], []
+    windows, counts, starts, first = [], [], [], []
     for u, h in enumerate(table.histories):
         base = int(table.offsets[u])
         for end in segment_ends(len(h), L):
             windows.append(h[max(0, end - L):end])
             counts.append(end)
             starts.append(base + end - context_length(end, L))
-    enc = encode_windows(windows, items, categories, spec, counts)
+            first.append(h[0][3])
+    enc = encode_windows(windows, items, categories, spec, counts, first)
     S = len(windows)
     pos = np.arange(L)
     start = np.asarray(starts, np.int64)

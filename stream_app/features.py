@@ -7,8 +7,8 @@ the same history.
 A window is a list of ``(item_id, category_id, type_code, ts_ms)`` tuples, oldest first.
 
 Per event: item, category, event type, the time gap to its predecessor in the context, the UTC hour,
-the user's event count at that event and the time since the context's first event (both bucketed on
-a log2 scale, the count in quarter octaves). None of them changes when a later event arrives.
+the user's event count at that event and the time since the user's first event (log2 scale, the
+last two in quarter octaves). None of them changes when a later event arrives.
 
 Context rule (what makes one-event incremental updates exact): the model sees the events since a
 reset point that depends only on the user's event count ``n``. With window length ``L`` and
@@ -46,7 +46,8 @@ class FeatureSpec:
     gap_buckets: int = 32  # PAD, CONTEXT_START, then 2 + floor(log2(1 + gap seconds)), capped
     hour_buckets: int = 24  # UTC hour of day + 1 (0 is PAD)
     count_buckets: int = 80  # 1 + floor(4 * log2(the user's event count at that event)), capped
-    version: int = 2  # bump when the encoding below changes
+    age_buckets: int = 128  # 1 + floor(4 * log2(1 + seconds since the user's first event)), capped
+    version: int = 3  # bump when the encoding below changes
 
     @property
     def half(self) -> int:
@@ -125,9 +126,11 @@ def encode_windows(
     categories: Vocab,
     spec: FeatureSpec,
     n_events: Sequence[int] | None = None,
+    first_ts: Sequence[int] | None = None,
 ) -> EncodedWindows:
     """Encode many users' windows. ``n_events[b]`` is user b's total event count (it selects the
-    context, see the module docstring); when omitted, each window is taken as the whole history.
+    context, see the module docstring) and ``first_ts[b]`` the time of the user's first event ever;
+    when omitted, each window is taken as the whole history (its first event is the user's first).
     A window must hold at least the context's events; older ones are ignored."""
     L = spec.window_length
     B = len(windows)
@@ -155,11 +158,17 @@ def encode_windows(
         out["hour"][b, :c] = (ts // 3_600_000) % 24 + 1
         counts = np.arange(n - c + 1, n + 1)
         out["count"][b, :c] = np.minimum(1 + np.floor(4 * np.log2(counts)), spec.count_buckets - 1)
-        out["age"][b, :c] = gap_bucket(ts - ts[0], spec)
+        if first_ts is None and n > len(window):
+            raise ValueError(f"a user with {n} events and a window of {len(window)}: pass first_ts "
+                             f"(the time of the user's first event)")
+        first = window[0][3] if first_ts is None else first_ts[b]
+        age_s = np.maximum(ts - first, 0) / 1000.0
+        out["age"][b, :c] = np.minimum(1 + np.floor(4 * np.log2(1.0 + age_s)), spec.age_buckets - 1)
     return EncodedWindows(out, lengths)
 
 
 def encode_window(window: Sequence[WindowEvent], items: Vocab, categories: Vocab, spec: FeatureSpec,
-                  n_events: int | None = None) -> EncodedWindows:
+                  n_events: int | None = None, first_ts: int | None = None) -> EncodedWindows:
     """One user's window (a batch of one)."""
-    return encode_windows([window], items, categories, spec, None if n_events is None else [n_events])
+    return encode_windows([window], items, categories, spec, None if n_events is None else [n_events],
+                          None if first_ts is None else [first_ts])

@@ -145,18 +145,20 @@ class ModelRuntime:
         log.info("model %s loaded from %s on %s", self.version, self.path, self.provider)
 
     def update(self, windows: Sequence[Sequence[WindowEvent]], n_events: Sequence[int] | None = None,
-               caches: Sequence[KVCache | None] | None = None, k: int = 10, exclude_seen: bool = False
-               ) -> Predictions:
+               caches: Sequence[KVCache | None] | None = None, k: int = 10, exclude_seen: bool = False,
+               first_ts: Sequence[int] | None = None) -> Predictions:
         """Answers for each user after their newest event. ``windows[b]`` must hold at least the
         user's context (the last ``L`` events are always enough); ``n_events[b]`` is the user's total
-        event count (defaults to the window length); ``caches[b]`` the cache from the previous call,
+        event count (defaults to the window length), ``first_ts[b]`` the time of the user's first event
+        (defaults to the window's first event: right only while the window holds the whole history);
+        ``caches[b]`` the cache from the previous call,
         used when it is exactly one event behind. ``exclude_seen`` drops items of the window from the
         top ``k``."""
         B = len(windows)
         counts = [len(w) for w in windows] if n_events is None else list(n_events)
         caches = list(caches) if caches is not None else [None] * B
         k = min(k, self.top_k_max)
-        enc = encode_windows(windows, self.items, self.categories, self.spec, counts)
+        enc = encode_windows(windows, self.items, self.categories, self.spec, counts, first_ts)
         stepped = np.array([
             c is not None and c.n_events == n - 1 and is_incremental(n, self.spec.window_length)
             and len(w) >= 2 and tuple(w[-2]) == tuple(c.last_event)

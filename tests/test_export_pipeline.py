@@ -99,7 +99,8 @@ def test_torch_on_training_features_equals_onnx_equals_runtime(trained: tuple[Pa
     user = data.table.user_of()
     counts = [int(g - data.table.offsets[user[g]]) + 1 for g in pts]
     windows = [data.table.histories[user[g]][max(0, n - L):n] for g, n in zip(pts, counts, strict=True)]
-    full = rt.update(windows, counts, k=10)
+    first = [data.table.histories[user[g]][0][3] for g in pts]
+    full = rt.update(windows, counts, k=10, first_ts=first)
     np.testing.assert_allclose(full.user_vectors, h.numpy(), atol=1e-4)
     np.testing.assert_allclose(full.churn, t_churn, atol=1e-4)
     np.testing.assert_allclose(full.category_probs, t_cats, atol=1e-4)
@@ -110,8 +111,8 @@ def test_torch_on_training_features_equals_onnx_equals_runtime(trained: tuple[Pa
                                    atol=1e-4)
     prev = rt.update([h_[max(0, n - 1 - L):n - 1] for h_, n in
                       zip((data.table.histories[user[g]] for g in pts), counts, strict=True)],
-                     [n - 1 for n in counts])
-    inc = rt.update(windows, counts, prev.caches, k=10)
+                     [n - 1 for n in counts], first_ts=first)
+    inc = rt.update(windows, counts, prev.caches, k=10, first_ts=first)
     assert inc.stepped.sum() > len(pts) // 2
     np.testing.assert_allclose(inc.user_vectors, h.numpy(), atol=1e-4)
     np.testing.assert_allclose(inc.churn, t_churn, atol=1e-4)

@@ -46,13 +46,17 @@ def test_encoding() -> None:
     assert f["hour"].tolist() == [[6, 6, 8, 0]]
     # gap buckets: context start, then 2 + floor(log2(1 + seconds)): 1 s -> 3, 7200 s -> 14.
     assert f["gap"].tolist() == [[CONTEXT_START, 3, 14, 0]]
-    # the user's event count at each event (1 + floor(4 log2 n)) and the time since the context's start
+    # the user's event count at each event (1 + floor(4 log2 n)) and the time since the user's first
+    # event (1 + floor(4 log2(1 + s))): 0 s -> 1, 1 s -> 5, 7201 s -> 52
     assert f["count"].tolist() == [[1, 5, 7, 0]]
-    assert f["age"].tolist() == [[2, 3, 14, 0]]
+    assert f["age"].tolist() == [[1, 5, 52, 0]]
     assert {k: v.tolist() for k, v in enc.at_last().items()} == {
-        "item": [3], "category": [2], "type": [1], "gap": [14], "hour": [8], "count": [7], "age": [14]}
-    later = encode_window(window, items, cats, spec, n_events=999)  # a long-time user
+        "item": [3], "category": [2], "type": [1], "gap": [14], "hour": [8], "count": [7], "age": [52]}
+    later = encode_window(window, items, cats, spec, n_events=999, first_ts=0)  # a long-time user
     assert later.features["count"].tolist() == [[40, 40, 40, 0]]
+    assert later.features["age"].tolist() == [[57, 57, 59, 0]]  # 5 h to 7 h after the first event
+    with pytest.raises(ValueError, match="first_ts"):
+        encode_window(window, items, cats, spec, n_events=999)  # the window is not the whole history
 
 
 def test_event_count_selects_the_context() -> None:
@@ -60,13 +64,13 @@ def test_event_count_selects_the_context() -> None:
     items, cats = Vocab([str(i) for i in range(20)]), Vocab([])
     history = [(str(i), None, 0, 1000 * i) for i in range(7)]
     # 7 events with L=4: reset at n=5 to the last 3, then 4, then (n=7) reset again to 3.
-    enc = encode_windows([history[2:6], history[3:7]], items, cats, spec, [6, 7])
+    enc = encode_windows([history[2:6], history[3:7]], items, cats, spec, [6, 7], [0, 0])
     assert enc.lengths.tolist() == [4, 3]
     assert enc.features["item"][0].tolist() == [items.lookup(str(i)) for i in (2, 3, 4, 5)]
     assert enc.features["item"][1].tolist() == [items.lookup(str(i)) for i in (4, 5, 6)] + [0]
     assert enc.features["gap"][1, 0] == CONTEXT_START  # its predecessor fell out of the context
     with pytest.raises(ValueError, match="shorter than the context"):
-        encode_windows([history[-2:]], items, cats, spec, [6])
+        encode_windows([history[-2:]], items, cats, spec, [6], [0])
     with pytest.raises(ValueError, match="event type code"):
         encode_window([("1", None, 3, 0)], items, cats, spec)
 
@@ -87,7 +91,8 @@ def test_training_inputs_are_the_serving_inputs() -> None:
         n = int(g - table.offsets[u]) + 1
         s, p = seg.point_segment[g], seg.point_position[g]
         worker_window = table.histories[u][max(0, n - spec.window_length):n]  # what the worker keeps
-        served = encode_window(worker_window, data.items, data.categories, spec, n_events=n)
+        served = encode_window(worker_window, data.items, data.categories, spec, n_events=n,
+                               first_ts=table.histories[u][0][3])
         c = int(served.lengths[0])
         assert c == p + 1
         for name, f in served.features.items():

@@ -49,8 +49,9 @@ def test_incremental_updates_equal_full_recompute(data: PreparedData, artifact: 
     stepped = []
     for n in range(1, len(history) + 1):
         window = history[max(0, n - L):n]
-        inc = rt.update([window], [n], [cache], k=10)
-        full = rt.update([window], [n], k=10)
+        first = [history[0][3]]
+        inc = rt.update([window], [n], [cache], k=10, first_ts=first)
+        full = rt.update([window], [n], k=10, first_ts=first)
         stepped.append(bool(inc.stepped[0]))
         assert not full.stepped[0]
         np.testing.assert_allclose(inc.user_vectors, full.user_vectors, atol=1e-4)
@@ -67,17 +68,19 @@ def test_batch_mixes_steps_and_full_windows(data: PreparedData, artifact: Path) 
     rt = ModelRuntime(artifact)
     hists = [h for h in data.table.histories if len(h) >= 12][:6]
     n = [6, 7, 10, 11, 12, 9]  # some incremental, some at a reset (L=8: 9 and 12 reset)
-    prev = rt.update([h[max(0, c - 1 - L):c - 1] for h, c in zip(hists, n, strict=True)], [c - 1 for c in n])
+    first = [h[0][3] for h in hists]
+    prev = rt.update([h[max(0, c - 1 - L):c - 1] for h, c in zip(hists, n, strict=True)], [c - 1 for c in n],
+                     first_ts=first)
     windows = [h[max(0, c - L):c] for h, c in zip(hists, n, strict=True)]
-    out = rt.update(windows, n, prev.caches, k=5, exclude_seen=True)
-    ref = rt.update(windows, n, k=5, exclude_seen=True)
+    out = rt.update(windows, n, prev.caches, k=5, exclude_seen=True, first_ts=first)
+    ref = rt.update(windows, n, k=5, exclude_seen=True, first_ts=first)
     assert out.stepped.tolist() == [is_incremental(c, L) for c in n] and out.stepped.any()
     np.testing.assert_allclose(out.user_vectors, ref.user_vectors, atol=1e-4)
     for b, w in enumerate(windows):
         assert len(out.top_items[b]) == 5
         assert not {i for i, _ in out.top_items[b]} & {e[0] for e in w}
     # A cache that does not belong to the window (other user) is not used.
-    wrong = rt.update(windows[:1], n[:1], prev.caches[1:2])
+    wrong = rt.update(windows[:1], n[:1], prev.caches[1:2], first_ts=first[:1])
     assert not wrong.stepped[0]
     top = rt.top_categories(out.category_probs[0], k=3)
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
