@@ -97,6 +97,7 @@ def _credentials(settings: Settings) -> Any:
 
 
 def make_faust_app(settings: Settings) -> faust.App:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     conf: dict[str, Any] = dict(
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers()],
         broker_credentials=_credentials(settings),
@@ -115,18 +116,44 @@ def make_faust_app(settings: Settings) -> faust.App:
     if settings.broker_profile == "embedded":
         # The embedded broker answers ListOffsets(latest) with the base offset of the last
         # record batch + 1; Faust reads changelogs up to that mark on recovery, so with batched
-        # records it would lose updates. One record per batch keeps the end offsets right.
+        # records it would lose updates. One record per batch keeps the end offsets right. Faust's
+        # producer then carries only changelog records: the rest goes through RecordSender.
         conf["producer_max_batch_size"] = 1
     return faust.App(settings.app_id, **conf)
+
+
+class RecordSender:
+    """A batching producer of our own for repartitioned events and outputs.
+
+    Each agent awaits the delivery of what a micro-batch sent before the batch's events are
+    acknowledged, so offsets are never committed ahead of the records they produced."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.producer: Any = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self.producer is None:
+                from stream_app.kafka import make_producer
+
+                producer = make_producer(self.settings, linger_ms=2)
+                await producer.start()
+                self.producer = producer
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        return await self.producer.send(topic, value, key=key, partition=partition, headers=headers)
 
 
 @dataclass
 class Outputs:
     """Records a micro-batch emits, sent after the states are written."""
 
-    records: list[tuple[faust.TopicT, bytes, bytes, float | None, float | None]]
+    records: list[tuple[str, bytes, bytes, float | None, float | None]]
 
-    def add(self, topic: faust.TopicT, key: bytes, value: Any, recv: float | None = None,
+    def add(self, topic: str, key: bytes, value: Any, recv: float | None = None,
             kafka_ts: float | None = None) -> None:
         self.records.append((topic, key, value, recv, kafka_ts))
 
@@ -134,12 +161,12 @@ class Outputs:
 class Tracker:
     """The per-batch logic of the ``track`` agent."""
 
-    def __init__(self, settings: Settings, app: faust.App, table: faust.Table,
-                 recommendations: faust.TopicT, churn_warnings: faust.TopicT,
-                 dead_letters: faust.TopicT, events_topic_name: str):
-        self.settings, self.app, self.table = settings, app, table
-        self.recommendations, self.churn_warnings, self.dead_letters = (
-            recommendations, churn_warnings, dead_letters)
+    def __init__(self, settings: Settings, app: faust.App, table: faust.Table, sender: RecordSender,
+                 events_topic_name: str):
+        self.settings, self.app, self.table, self.sender = settings, app, table, sender
+        self.recommendations = settings.topic_recommendations
+        self.churn_warnings = settings.topic_churn_warnings
+        self.dead_letters = settings.topic_dead_letters
         self.events_topic_name = events_topic_name
         self.policy = StatePolicy(
             settings.window_length, settings.dedupe_memory, settings.late_tolerance_ms,
@@ -234,8 +261,8 @@ class Tracker:
     async def send(self, out: Outputs) -> None:
         pending = []
         for topic, key, value, _recv, _kts in out.records:
-            pending.append(await topic.send(key=key, value=value))
-            metrics.OUTPUTS.labels(topic.get_topic_name()).inc()
+            pending.append(await self.sender.send(topic, key, value))
+            metrics.OUTPUTS.labels(topic).inc()
         await asyncio.gather(*pending)
         now = time.time()
         for _, _, _, recv, kts in out.records:
@@ -306,8 +333,9 @@ def build_app(settings: Settings) -> TrackerApp:
     dead_letters = app.topic(settings.topic_dead_letters, **raw)
     # bytes keys and values: raw serializers, so the changelog key is the user id's own bytes
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    tracker = Tracker(settings, app, table, recommendations, churn_warnings, dead_letters,
-                      by_user.get_topic_name())
+    sender = RecordSender(settings)
+    by_user_name = by_user.get_topic_name()
+    tracker = Tracker(settings, app, table, sender, by_user_name)
 
     @app.task
     async def declare_outputs() -> None:
@@ -317,8 +345,11 @@ def build_app(settings: Settings) -> TrackerApp:
 
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
+        await sender.start()
+        n = settings.partitions
         async for batch in stream.take_events(settings.batch_max, settings.batch_within_s):
             now = time.time()
+            pending = []
             for ev in batch:
                 msg = ev.message
                 metrics.INPUT_MESSAGES.labels(msg.topic).inc()
@@ -328,21 +359,26 @@ def build_app(settings: Settings) -> TrackerApp:
                 )
                 if isinstance(result, Rejection):
                     metrics.DEAD_LETTERS.labels(result.reason).inc()
-                    await dead_letters.send(key=msg.key, value=dead_letter_value(
-                        result.reason, result.detail, msg.topic, msg.partition, msg.offset,
-                        msg.timestamp, msg.key, msg.value))
+                    pending.append(await sender.send(
+                        settings.topic_dead_letters, msg.key, dead_letter_value(
+                            result.reason, result.detail, msg.topic, msg.partition, msg.offset,
+                            msg.timestamp, msg.key, msg.value)))
                     metrics.OUTPUTS.labels(settings.topic_dead_letters).inc()
                     continue
-                await by_user.send(key=result.user_id.encode(), value=msg.value, headers=[
+                user = result.user_id.encode()
+                pending.append(await sender.send(by_user_name, user, msg.value,
+                                                 partition_for_user(user, n), headers=[
                     (H_TYPE, result.type.encode()),
                     (H_SRC, f"{msg.topic}:{msg.partition}:{msg.offset}".encode()),
                     (H_KEY, msg.key or b""),
                     (H_RECV, repr(now).encode()),
                     (H_KTS, repr(msg.timestamp).encode()),
-                ])
+                ]))
+            await asyncio.gather(*pending)  # delivered before the batch is acknowledged
 
     @app.agent(by_user, name="track")
     async def track(stream: faust.StreamT) -> None:
+        await sender.start()
         async for batch in stream.take_events(settings.batch_max, settings.batch_within_s):
             await tracker.process(batch)
 
@@ -354,7 +390,6 @@ def run_worker(settings: Settings) -> None:
     from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
     from prometheus_client import REGISTRY
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     tapp = build_app(settings)
     tapp.app.monitor = PrometheusMonitor(
         metrics=FaustMetrics.create(REGISTRY, "faust_" + settings.app_id.replace("-", "_")))

@@ -116,5 +116,9 @@ class Settings(BaseSettings):
             kw["ssl_context"] = ctx
         return kw
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``TRACKER_*`` environment variables (for a worker process)."""
+        return {f"TRACKER_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None}
+
     def bootstrap_servers(self) -> list[str]:
         return [s.strip().removeprefix("kafka://") for s in self.broker_url.split(",") if s.strip()]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,33 +18,20 @@ from stream_app.config import Settings
 from stream_app.events import Event
 from stream_app.kafka import encode_event, make_consumer, make_producer, topic_for
 from stream_app.state import UserState
+from stream_app.worker_process import spawn_worker
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def worker_env(settings: Settings, **extra: object) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"TRACKER_{name.upper()}"] = str(value)
-    env.update({f"TRACKER_{k.upper()}": str(v) for k, v in extra.items()})
-    return env
 
 
 class WorkerProcess:
     """``interest-tracker worker`` as a child process, logging to a file."""
 
-    def __init__(self, settings: Settings, log_path: Path, **extra: object):
+    def __init__(self, settings: Settings, log_path: Path):
         self.settings, self.log_path = settings, log_path
-        self.env = worker_env(settings, **extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker"], env=self.env, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        self.proc = spawn_worker(self.settings, self.log_path)
         return self
 
     @property

@@ -102,8 +102,7 @@ def test_workload_recording_holds_the_workload(tmp_path: Path) -> None:
 @pytest.mark.broker
 def test_generate_command_sends_at_the_target_rate(settings: Settings, tmp_path: Path) -> None:
     truth = tmp_path / "truth.json"
-    env = {f"TRACKER_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
-    result = CliRunner(env=env).invoke(main, [
+    result = CliRunner(env=settings.to_env()).invoke(main, [
         "generate", "--users", "50", "--events", "1500", "--rate", "1000", "--seed", "5",
         "--truth", str(truth), "--no-progress",
     ])

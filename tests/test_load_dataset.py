@@ -18,15 +18,11 @@ from tests.topic_reader import read_topics
 pytestmark = pytest.mark.broker
 
 
-def cli_env(settings: Settings) -> dict[str, str]:
-    return {f"TRACKER_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None}
-
-
 def test_taobao_sample_every_valid_line_delivered_truncated_one_reported(settings: Settings) -> None:
     path = shared_data("taobao/UserBehavior_head84k.csv")
     lines = path.read_text().splitlines()
     assert len(lines) == 84_476 and len(lines[-1].split(",")) == 4  # the file's known truncated line
-    result = CliRunner(env=cli_env(settings)).invoke(main, ["load-dataset", str(path), "--no-progress"])
+    result = CliRunner(env=settings.to_env()).invoke(main, ["load-dataset", str(path), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "84476 lines, 84475 events, 1 bad" in result.output
     assert "line 84476: " in result.output and repr(lines[-1]) in result.output
@@ -54,7 +50,7 @@ def test_taobao_sample_every_valid_line_delivered_truncated_one_reported(setting
 
 def test_load_rate_and_limit(settings: Settings) -> None:
     path = shared_data("taobao/UserBehavior_10k.csv")
-    result = CliRunner(env=cli_env(settings)).invoke(
+    result = CliRunner(env=settings.to_env()).invoke(
         main, ["load-dataset", str(path), "--limit", "1000", "--rate", "800", "--no-progress"])
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if x.startswith("loaded 1000 events"))
@@ -67,5 +63,5 @@ def test_load_rate_and_limit(settings: Settings) -> None:
 def test_unknown_file_is_a_clear_error(settings: Settings, tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("hello\n")
-    result = CliRunner(env=cli_env(settings)).invoke(main, ["load-dataset", str(bad), "--no-progress"])
+    result = CliRunner(env=settings.to_env()).invoke(main, ["load-dataset", str(bad), "--no-progress"])
     assert result.exit_code == 2 and "Invalid value for PATH" in result.output, result.output

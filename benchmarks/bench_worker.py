@@ -1,0 +1,144 @@
+"""Throughput of one tracker worker next to a bare Faust loop on the same events, and the time to
+recover its state from the changelog, measured side by side in one run on the embedded broker.
+
+    .venv/bin/python -m benchmarks.bench_worker [--events 40000] [--data PATH]
+
+Both consumers read the same Taobao events, pre-loaded into their own topics before they start.
+Worker throughput = events / (last output time - first output time); the bare loop is timed
+from its first batch to its last. Recovery: the worker is stopped, its RocksDB files deleted,
+and a new worker rebuilds the table from the changelog (timed from the worker's own log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from stream_app.broker import EmbeddedBroker, create_topics, free_port
+from stream_app.config import Settings
+from stream_app.datasets import read_dataset
+from stream_app.loading import send_events
+from stream_app.worker_process import spawn_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "taobao" / "UserBehavior_head84k.csv"
+
+
+def topics(settings: Settings, prefix: str) -> Settings:
+    return settings.model_copy(update={
+        "app_id": prefix, **{f: f"{prefix}-{getattr(settings, f)}" for f in (
+            "topic_clicks", "topic_browses", "topic_purchases", "topic_recommendations",
+            "topic_churn_warnings", "topic_dead_letters")}})
+
+
+def log_time(line: str) -> float:
+    stamp = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", line)
+    assert stamp, line
+    return datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+async def output_span(settings: Settings, expect: int, timeout: float = 900) -> tuple[float, float, int]:
+    """(first, last) Kafka timestamps of the recommendations, once ``expect`` have arrived."""
+    from aiokafka import TopicPartition
+
+    from stream_app.kafka import make_consumer
+
+    consumer = make_consumer(settings)
+    await consumer.start()
+    tps = [TopicPartition(settings.topic_recommendations, p) for p in range(settings.partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    first, last, n = float("inf"), 0.0, 0
+    deadline = time.monotonic() + timeout
+    while n < expect and time.monotonic() < deadline:
+        for recs in (await consumer.getmany(timeout_ms=1000)).values():
+            n += len(recs)
+            first = min(first, *(r.timestamp / 1000 for r in recs))
+            last = max(last, *(r.timestamp / 1000 for r in recs))
+    await consumer.stop()
+    return first, last, n
+
+
+def wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 900) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text()
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        time.sleep(0.5)
+    raise TimeoutError(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=40_000)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "TRACKER_SHARED_DATA", DEFAULT_DATA.parent.parent)) / "taobao" / "UserBehavior_head84k.csv")
+    args = ap.parse_args()
+    events = list(itertools.islice(read_dataset(args.data), args.events))
+    work = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+    with EmbeddedBroker(free_port(), log_path=work / "broker.log") as broker:
+        base = Settings(broker_url=broker.url, data_dir=work / "data", metrics_port=0, web_port=0,
+                        log_level="warning")
+        bare, tracker = topics(base, "bench-bare"), topics(base, "bench-tracker")
+        for s in (bare, tracker):
+            asyncio.run(create_topics(s, s.all_topics()))
+            asyncio.run(send_events(s, events, create=False))
+        print(f"{len(events)} events from {args.data.name} pre-loaded into each set of topics")
+
+        out = work / "bare.txt"
+        with open(work / "bare.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.bare_faust_loop"], cwd=ROOT,
+                env={**os.environ, **bare.to_env(), "BENCH_EXPECT": str(len(events)),
+                     "BENCH_OUT": str(out)}, stdout=log, stderr=subprocess.STDOUT)
+        first, last, n = map(float, wait_file(out, proc).split())
+        proc.terminate()
+        proc.wait()
+        bare_rate = n / (last - first)
+
+        proc = spawn_worker(tracker, work / "tracker.log", TRACKER_LOG_LEVEL="info")
+        first, last, n = asyncio.run(output_span(tracker, len(events)))
+        proc.terminate()
+        proc.wait()
+        tracker_rate = n / (last - first)
+
+        # recovery: the same app id with its RocksDB files deleted rebuilds from the changelog
+        shutil.rmtree(tracker.data_dir / tracker.app_id)
+        log2 = work / "tracker-recover.log"
+        proc = spawn_worker(tracker, log2, TRACKER_LOG_LEVEL="info")
+        deadline = time.monotonic() + 600
+        text = ""
+        while "Recovery complete" not in text and time.monotonic() < deadline:
+            time.sleep(0.5)
+            text = log2.read_text(errors="replace")
+        proc.terminate()
+        proc.wait()
+        lines = text.splitlines()
+        start = log_time(next(ln for ln in lines if "Setting newly assigned partitions" in ln))
+        done = log_time(next(ln for ln in lines if "Recovery complete" in ln))
+        changelog_records = sum(int(m) for m in re.findall(r"user-state-changelog\s*\|\s*\d+\s*\|\s*(\d+)",
+                                                           text))
+
+    print(f"{'what':<44}{'events/s':>12}{'ratio':>8}")
+    print(f"{'bare Faust take_events loop (no work)':<44}{bare_rate:>12,.0f}{1:>8.2f}")
+    print(f"{'tracker worker (validate, state, outputs)':<44}{tracker_rate:>12,.0f}"
+          f"{tracker_rate / bare_rate:>8.2f}")
+    print(f"state recovery from the changelog: {done - start:.2f} s for ~{changelog_records} "
+          f"changelog records (highwater sum), users from {len(events)} events")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
