@@ -9,9 +9,9 @@ state at the newest position is the user interest vector ``h``. From it:
   attention from ``h`` over the context's own entries (keys: the same embeddings, plus a learned bias
   per recency). Users repeat themselves (Taobao categories: the next category is often a recent one)
   and the gate ``g`` learns how much;
-- the churn probability, an MLP on ``h`` and on small embeddings of the newest event's count, gap,
-  age and hour buckets and its position (a direct path for recency/frequency signals, which the
-  item and category objectives otherwise drown in ``h``).
+- the churn probability: a linear function of the newest event's count, gap and user-age buckets
+  read as numbers (log scales: the recency/frequency signal, monotone, so it survives the shift
+  between a short training period and later ones) plus an MLP on ``h``.
 
 :class:`WindowGraph` and :class:`StepGraph` are the two exported computations.
 """
@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stream_app.features import FEATURE_NAMES, FeatureSpec
+from stream_app.features import CONTEXT_START, FEATURE_NAMES, FeatureSpec
 
-CHURN_FEATURES = ("count", "gap", "age", "hour")
-CHURN_WIDE_DIM = 8
+CHURN_FEATURES = ("count", "gap", "age")  # read as numbers: monotone in log count / gap / user age
 NEG = -1e4  # score of PAD / UNKNOWN items and categories: never ranked, never a softmax target
 
 
@@ -166,14 +165,12 @@ class InterestModel(nn.Module):
         self.final_norm = nn.LayerNorm(d)
         self.item_head = CopyMixture(cfg)
         self.cat_head = CopyMixture(cfg)
-        w = CHURN_WIDE_DIM
-        self.churn_wide = nn.ModuleDict({
-            "count": nn.Embedding(cfg.count_buckets, w), "gap": nn.Embedding(cfg.gap_buckets, w),
-            "age": nn.Embedding(cfg.age_buckets, w), "hour": nn.Embedding(cfg.hour_buckets + 1, w),
-            "position": nn.Embedding(cfg.window_length, w),
-        })
-        self.churn_head = nn.Sequential(nn.Linear(d + w * len(self.churn_wide), d), nn.GELU(),
-                                        nn.Linear(d, 1))
+        self.churn_wide = nn.Linear(len(CHURN_FEATURES) + 2, 1)
+        # standardisation of the wide inputs, set from the training points (refit_churn_head)
+        self.register_buffer("wide_mean", torch.zeros(len(CHURN_FEATURES) + 2))
+        self.register_buffer("wide_std", torch.ones(len(CHURN_FEATURES) + 2))
+        self.churn_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        nn.init.zeros_(self.churn_head[2].weight)  # start as the linear recency/frequency part alone
         self.drop = nn.Dropout(cfg.dropout)
         for emb in (self.item_emb, self.cat_emb, self.type_emb, self.gap_emb, self.hour_emb, self.count_emb,
                     self.age_emb, self.pos_emb):
@@ -224,11 +221,17 @@ class InterestModel(nn.Module):
     def category_probs(self, h: torch.Tensor, cats: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         return self.cat_head.distribution(h, cats, length, self.cat_emb.weight, self.cat_block)
 
+    def wide_inputs(self, last: dict[str, torch.Tensor], position: torch.Tensor, raw: bool = False
+                    ) -> torch.Tensor:
+        start = last["gap"] == CONTEXT_START  # its gap bucket is not a duration
+        wide = torch.stack([last[k] for k in CHURN_FEATURES] + [position, start], dim=-1).float()
+        return wide if raw else (wide - self.wide_mean) / self.wide_std
+
     def churn_logit(self, h: torch.Tensor, last: dict[str, torch.Tensor], position: torch.Tensor
                     ) -> torch.Tensor:
         """Churn logit from h (N, d), the newest event's features ``last`` (N,) and its position."""
-        wide = [self.churn_wide[k](last[k]) for k in CHURN_FEATURES] + [self.churn_wide["position"](position)]
-        return self.churn_head(torch.cat([h, *wide], dim=-1)).squeeze(-1)
+        wide = self.wide_inputs(last, position).to(h.dtype)
+        return (self.churn_wide(wide) + self.churn_head(h)).squeeze(-1)
 
 
 def ranking_scores(probs: torch.Tensor) -> torch.Tensor:
