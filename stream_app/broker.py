@@ -77,6 +77,16 @@ async def wait_until_ready(
 ) -> None:
     """Wait until the broker answers a metadata request."""
     deadline = time.monotonic() + timeout
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # "connection refused" is the expected answer for a while
+    try:
+        await _poll_until_ready(url, deadline, proc)
+    finally:
+        quiet.setLevel(level)
+
+
+async def _poll_until_ready(url: str, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -92,7 +102,7 @@ async def wait_until_ready(
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
-    raise TimeoutError(f"broker at {url} did not answer within {timeout}s: {last!r}")
+    raise TimeoutError(f"broker at {url} did not answer in time: {last!r}")
 
 
 async def create_topics(
