@@ -27,12 +27,15 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import IllegalStateError
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # see module docstring: micro-batch table writes
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from stream_app import metrics
+from stream_app.alignment import EventTimeMerge
 from stream_app.baseline import BaselineRecommender
+from stream_app.broker import create_topics
 from stream_app.catalog import Catalog
 from stream_app.churn import ChurnDetector
 from stream_app.config import Settings
@@ -314,6 +317,76 @@ def decode_repartitioned(value: bytes, headers: dict[str, bytes]) -> Event:
                  headers[H_TYPE].decode(), o.get("price"), o.get("quantity"))  # type: ignore[arg-type]
 
 
+class Ingest:
+    """The ``ingest`` agent's logic: validate, dead-letter, align in event time, repartition."""
+
+    def __init__(self, settings: Settings, app: faust.App, sender: RecordSender, by_user: str):
+        self.settings, self.app, self.sender, self.by_user = settings, app, sender, by_user
+        self.type_by_topic = settings.event_topics()
+        rank = {t: i for i, t in enumerate(self.type_by_topic)}
+        self.last_offset: dict[tuple[str, int], int] = {}
+        self.merge: EventTimeMerge[tuple[EventT, Event, float]] = EventTimeMerge(
+            rank, self.caught_up, settings.align_max_wait_s)
+        self.lock = asyncio.Lock()
+
+    def caught_up(self, topic: str, partition: int) -> bool:
+        """Nothing of this input partition is left to fetch, as far as the consumer knows."""
+        try:
+            hw = self.app.consumer.highwater(TP(topic, partition))
+        except (AssertionError, KeyError, IllegalStateError):
+            return False
+        if hw is None or hw < 0:
+            return False
+        seen = self.last_offset.get((topic, partition))
+        return hw == 0 if seen is None else seen + 1 >= hw
+
+    async def on_batch(self, batch: Sequence[EventT]) -> None:
+        now = time.time()
+        pending = []
+        for ev in batch:
+            msg = ev.message
+            metrics.INPUT_MESSAGES.labels(msg.topic).inc()
+            self.last_offset[(msg.topic, msg.partition)] = msg.offset
+            result = parse_event(
+                msg.value, self.type_by_topic[msg.topic], max_bytes=self.settings.max_message_bytes,
+                now_ms=int(now * 1000), max_future_ms=self.settings.max_future_ms,
+            )
+            if isinstance(result, Rejection):
+                metrics.DEAD_LETTERS.labels(result.reason).inc()
+                pending.append(await self.sender.send(
+                    self.settings.topic_dead_letters, msg.key, dead_letter_value(
+                        result.reason, result.detail, msg.topic, msg.partition, msg.offset,
+                        msg.timestamp, msg.key, msg.value)))
+                metrics.OUTPUTS.labels(self.settings.topic_dead_letters).inc()
+                continue
+            msg.incref()  # held by the merge: acknowledged only once forwarded
+            self.merge.add(msg.topic, msg.partition, result.ts, msg.offset, (ev, result, now))
+        await asyncio.gather(*pending)
+        await self.forward()
+
+    async def forward(self) -> None:
+        async with self.lock:
+            assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
+            self.merge.drop_partitions(assigned)  # revoked: the new owner re-reads them
+            ready = self.merge.ready()
+            pending = []
+            n = self.settings.partitions
+            for ev, event, recv in ready:
+                msg = ev.message
+                user = event.user_id.encode()
+                pending.append(await self.sender.send(
+                    self.by_user, user, msg.value, partition_for_user(user, n), headers=[
+                        (H_TYPE, event.type.encode()),
+                        (H_SRC, f"{msg.topic}:{msg.partition}:{msg.offset}".encode()),
+                        (H_KEY, msg.key or b""),
+                        (H_RECV, repr(recv).encode()),
+                        (H_KTS, repr(msg.timestamp).encode()),
+                    ]))
+            await asyncio.gather(*pending)  # delivered before the events are acknowledged
+            for ev, _, _ in ready:
+                ev.ack()
+
+
 @dataclass
 class TrackerApp:
     app: faust.App
@@ -343,38 +416,19 @@ def build_app(settings: Settings) -> TrackerApp:
         for topic in (recommendations, churn_warnings, dead_letters):
             await topic.maybe_declare()
 
+    ingest_logic = Ingest(settings, app, sender, by_user_name)
+
     @app.agent(inputs, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         await sender.start()
-        n = settings.partitions
         async for batch in stream.take_events(settings.batch_max, settings.batch_within_s):
-            now = time.time()
-            pending = []
-            for ev in batch:
-                msg = ev.message
-                metrics.INPUT_MESSAGES.labels(msg.topic).inc()
-                result = parse_event(
-                    msg.value, type_by_topic[msg.topic], max_bytes=settings.max_message_bytes,
-                    now_ms=int(now * 1000), max_future_ms=settings.max_future_ms,
-                )
-                if isinstance(result, Rejection):
-                    metrics.DEAD_LETTERS.labels(result.reason).inc()
-                    pending.append(await sender.send(
-                        settings.topic_dead_letters, msg.key, dead_letter_value(
-                            result.reason, result.detail, msg.topic, msg.partition, msg.offset,
-                            msg.timestamp, msg.key, msg.value)))
-                    metrics.OUTPUTS.labels(settings.topic_dead_letters).inc()
-                    continue
-                user = result.user_id.encode()
-                pending.append(await sender.send(by_user_name, user, msg.value,
-                                                 partition_for_user(user, n), headers=[
-                    (H_TYPE, result.type.encode()),
-                    (H_SRC, f"{msg.topic}:{msg.partition}:{msg.offset}".encode()),
-                    (H_KEY, msg.key or b""),
-                    (H_RECV, repr(now).encode()),
-                    (H_KTS, repr(msg.timestamp).encode()),
-                ]))
-            await asyncio.gather(*pending)  # delivered before the batch is acknowledged
+            await ingest_logic.on_batch(batch)
+
+    @app.timer(0.1)
+    async def forward_held_events() -> None:
+        """Forward aligned events once their sources caught up (or waited long enough)."""
+        if len(ingest_logic.merge):
+            await ingest_logic.forward()
 
     @app.agent(by_user, name="track")
     async def track(stream: faust.StreamT) -> None:
@@ -390,6 +444,9 @@ def run_worker(settings: Settings) -> None:
     from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
     from prometheus_client import REGISTRY
 
+    # Create every topic with the configured partition count before anything can auto-create one
+    # with the broker's default: the repartition topic must match the state changelog.
+    asyncio.run(create_topics(settings, [*settings.all_topics(), repartition_topic_name(settings)]))
     tapp = build_app(settings)
     tapp.app.monitor = PrometheusMonitor(
         metrics=FaustMetrics.create(REGISTRY, "faust_" + settings.app_id.replace("-", "_")))

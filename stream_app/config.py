@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     recommendations_k: int = Field(10, ge=1, le=200)
     batch_max: int = Field(1000, ge=1, description="micro-batch size (events)")
     batch_within_s: float = Field(0.05, gt=0, description="micro-batch wait (seconds)")
+    align_max_wait_s: float = Field(
+        5.0, ge=0, description="longest wall-clock wait for a lagging input partition when "
+        "merging the input topics in event time (0: no alignment)",
+    )
     model_dir: Path | None = Field(None, description="model artifact directory (attention model)")
     catalog_path: Path | None = Field(
         None, description="item catalog (item, category, popularity) for the baseline"

@@ -23,7 +23,8 @@ DAY = 86_400_000
 
 
 def test_bad_input_goes_to_dead_letters(settings: Settings, tmp_path: Path) -> None:
-    settings = settings.model_copy(update={"late_tolerance_ms": 30 * DAY})
+    # 3 partitions, unlike the broker's default: every topic must still be created with 3
+    settings = settings.model_copy(update={"late_tolerance_ms": 30 * DAY, "partitions": 3})
     valid = taobao_events(shared_data("taobao/UserBehavior_10k.csv"), limit=600)
     first, last = valid[0], valid[-1]
     now = int(time.time() * 1000)

@@ -35,16 +35,6 @@ def _outputs(settings: Settings, topic: str, expect: int | None) -> dict[bytes, 
     return dict(out)
 
 
-# Measured on the worker of commit a54215e (this test, paced vs max): the final windows, counts and
-# interests match, but 19 churn warnings came out paced against 73 at max speed, and per-user
-# recommendation sequences differ.
-# Cause: the worker consumes clicks/browses/purchases independently, so at max speed a user's events
-# from different topics arrive out of event-time order and one topic's partition can run days
-# ahead in event time, advancing the churn watermark for users whose other events are not read yet.
-# The fix belongs in the worker (event-time alignment across the input partitions); strict xfail
-# turns green into a failure the day it lands, so the marker is removed then.
-@pytest.mark.xfail(strict=True, reason="worker does not align event time across input topics "
-                   "(see comment above); owner: streaming worker")
 def test_replay_speed_does_not_change_worker_outputs(settings: Settings, tmp_path: Path) -> None:
     """The same recording replayed at a compressed original pace and at full speed into two fresh
     workers: recommendations and churn warnings per user, and the final user windows, counts and
