@@ -40,7 +40,9 @@ from stream_app.catalog import Catalog
 from stream_app.churn import ChurnDetector
 from stream_app.config import Settings
 from stream_app.events import Event, Rejection, parse_event
-from stream_app.state import StatePolicy, UserState, event_id_hash
+from stream_app.model_runtime import ModelRuntime
+from stream_app.model_serving import ModelAnswer, ModelRecommender, ModelRequest
+from stream_app.state import PURCHASE, StatePolicy, UserState, event_id_hash
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +181,11 @@ class Tracker:
         self.recommender = BaselineRecommender(catalog, settings.recommendations_k, self.policy)
         self.churn = ChurnDetector(settings.churn_min_silence_ms, settings.churn_gap_multiple)
         self.model_info = {"name": self.recommender.name, "version": self.recommender.version}
+        self.model: ModelRecommender | None = None
+        if settings.model_dir is not None:  # ArtifactError (a clear message) if it can't be served
+            runtime = ModelRuntime(settings.model_dir, window_length=settings.window_length)
+            self.model = ModelRecommender(runtime, settings.recommendations_k, settings.model_cache_users)
+            self.model_info = {"name": self.model.name, "version": self.model.version}
         self.churn_model_info = {"name": "baseline", "version": "silence-vs-usual-gap"}
 
     # --- state access --------------------------------------------------------------------
@@ -218,6 +225,7 @@ class Tracker:
         dirty: dict[bytes, EventT] = {}  # user -> an event of the user's partition (context)
         out = Outputs([])
         policy = self.policy
+        model_requests: list[tuple[int, ModelRequest, Event, str, list[tuple[str, float]]]] = []
         for ev in batch:
             msg = ev.message
             user: bytes = msg.key
@@ -238,8 +246,17 @@ class Tracker:
             metrics.EVENTS.labels(src_topic, event.type).inc()
             recv = float(headers[H_RECV])
             kts = float(headers[H_KTS]) if H_KTS in headers else None
-            out.add(self.recommendations, user,
-                    self.recommendation(user, state, event, src_topic), recv, kts)
+            interests = state.top_interests(event.ts, policy)
+            if self.model is None:
+                items = self.recommender.recommend(state, event.ts, interests)
+                out.add(self.recommendations, user,
+                        self.recommendation(event, src_topic, items, interests), recv, kts)
+            else:  # answered after the loop, in one model call per round
+                model_requests.append((len(out.records), ModelRequest(
+                    user, list(state.window), state.events_total, state.first_ts,
+                    frozenset(e[0] for e in state.window if e[2] == PURCHASE)), event, src_topic,
+                    interests))
+                out.add(self.recommendations, user, b"", recv, kts)
             self.churn.track(msg.partition, user, state)
             for due in self.churn.advance(msg.partition, event.ts):
                 due_state = states.get(due)
@@ -252,6 +269,8 @@ class Tracker:
                 dirty[due] = ev
                 out.add(self.churn_warnings, due, self.churn_warning(due, due_state, wm))
             metrics.WATERMARK.labels(msg.partition).set(self.churn.watermark[msg.partition])
+        if model_requests:
+            self.fill_model_recommendations(out, model_requests)
         # Outputs are delivered before the states are written: after a crash between the two the
         # events are applied again and their outputs repeated (at least once). The other order
         # could store an event as applied whose outputs were never sent.
@@ -260,6 +279,21 @@ class Tracker:
             with event_context(ctx):
                 self.table[user] = states[user].encode()
         metrics.USERS_TRACKED.set(self.churn.users_tracked)
+
+    def fill_model_recommendations(
+        self, out: Outputs,
+        requests: list[tuple[int, ModelRequest, Event, str, list[tuple[str, float]]]],
+    ) -> None:
+        assert self.model is not None
+        started = time.perf_counter()
+        answers = self.model.score([r for _, r, _, _, _ in requests])
+        metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
+        for (slot, _, event, src_topic, interests), answer in zip(requests, answers, strict=True):
+            topic, key, _, recv, kts = out.records[slot]
+            value = self.recommendation(
+                event, src_topic, [(i, round(s, 6), None) for i, s in answer.items], interests,
+                predicted=answer)
+            out.records[slot] = (topic, key, value, recv, kts)
 
     async def send(self, out: Outputs) -> None:
         pending = []
@@ -288,17 +322,21 @@ class Tracker:
 
     # --- output records ------------------------------------------------------------------
 
-    def recommendation(self, user: bytes, state: UserState, event: Event, src_topic: str) -> bytes:
-        interests = state.top_interests(event.ts, self.policy)
-        items = self.recommender.recommend(state, event.ts, interests)
-        return orjson.dumps({
+    def recommendation(self, event: Event, src_topic: str, items: list[tuple[str, float, str | None]],
+                       interests: list[tuple[str, float]], predicted: ModelAnswer | None = None) -> bytes:
+        value: dict[str, Any] = {
             "user_id": event.user_id, "ts": event.ts,
             "items": [{"item_id": i, "score": s, "category_id": c} for i, s, c in items],
             "interests": [{"category_id": c, "strength": round(s, 6)} for c, s in interests],
             "model": self.model_info,
             "trigger": {"event_id": event.event_id, "topic": src_topic, "ts": event.ts},
             "emitted_at": int(time.time() * 1000),
-        })
+        }
+        if predicted is not None:
+            value["predicted_categories"] = [
+                {"category_id": c, "probability": round(p, 6)} for c, p in predicted.categories]
+            value["churn_probability"] = round(predicted.churn, 6)
+        return orjson.dumps(value)
 
     def churn_warning(self, user: bytes, state: UserState, watermark: int) -> bytes:
         return orjson.dumps({
@@ -307,6 +345,10 @@ class Tracker:
             "silence_ms": watermark - state.last_ts, "typical_gap_ms": state.typical_gap_ms(),
             "watermark_ts": watermark, "events_total": state.events_total,
             "model": self.churn_model_info, "emitted_at": int(time.time() * 1000),
+            # the attention model's churn head at the user's last event, when it has seen the user
+            "model_churn_probability": (
+                round(self.model.last_churn[user], 6)
+                if self.model is not None and user in self.model.last_churn else None),
         })
 
 

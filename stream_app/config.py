@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         "merging the input topics in event time (0: no alignment)",
     )
     model_dir: Path | None = Field(None, description="model artifact directory (attention model)")
+    model_cache_users: int = Field(
+        10_000, ge=0, description="users whose cached keys/values the worker keeps in memory"
+    )
     catalog_path: Path | None = Field(
         None, description="item catalog (item, category, popularity) for the baseline"
     )

@@ -29,6 +29,11 @@ MODEL_SECONDS = Histogram(
     "tracker_model_seconds", "Model inference time per micro-batch", buckets=LATENCY_BUCKETS
 )
 
+MODEL_UPDATES = Counter(
+    "tracker_model_updates", "Users answered by the model, by path (one-event step or full window)",
+    ["path"],
+)
+
 _started: set[tuple[str, int]] = set()
 
 

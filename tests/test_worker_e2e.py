@@ -11,6 +11,7 @@ import pytest
 
 from stream_app.app import changelog_topic_name, partition_for_user
 from stream_app.config import Settings
+from stream_app.schemas import validator
 from stream_app.state import MAX_CATEGORIES, StatePolicy, UserState
 from tests.conftest import shared_data
 from tests.expected import Expected, assert_windows_match, expected_by_user, taobao_events
@@ -63,6 +64,7 @@ def test_taobao_end_to_end(settings: Settings, tmp_path: Path) -> None:
             assert rec.key == trigger.user_id.encode() and value["user_id"] == trigger.user_id
             assert value["ts"] == trigger.ts and value["model"]["name"] == "baseline"
             assert value["interests"][0]["strength"] > 0
+            validator("recommendations")(value)
             if trigger.type == "purchase":  # just bought: not recommended again
                 assert trigger.item_id not in {i["item_id"] for i in value["items"]}
         # without a catalog, items come from the user's own history: empty only when all bought
@@ -78,6 +80,16 @@ def test_taobao_end_to_end(settings: Settings, tmp_path: Path) -> None:
             assert_state_matches(logged[user.encode()], exp, settings)
         dead = asyncio.run(read_topic(settings, settings.topic_dead_letters, idle_s=2))
         assert dead == []
+        # churn warnings: users silent (in event time) past their threshold, once per episode
+        warnings = json_values(asyncio.run(read_topic(settings, settings.topic_churn_warnings, idle_s=2)))
+        assert warnings, "the Taobao sample spans 9 days: some users fall silent for 2+ days"
+        for w in warnings:
+            validator("churn-warnings")(w)
+            assert w["silence_ms"] == w["watermark_ts"] - w["last_event_ts"]
+            assert w["silence_ms"] >= settings.churn_min_silence_ms and 0.5 <= w["risk"] < 1
+            assert w["last_event_ts"] in {e.ts for e in expected[w["user_id"]].events}
+        episodes = [(w["user_id"], w["last_event_ts"]) for w in warnings]
+        assert len(episodes) == len(set(episodes))  # once per episode
     finally:
         worker.stop()
     # the local RocksDB state of the stopped worker holds the same
