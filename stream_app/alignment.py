@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 SortKey = tuple[int, int, int]  # event time, topic rank, offset
@@ -65,6 +65,3 @@ class EventTimeMerge(Generic[T]):
                 if not waiting:
                     self._blocked_since.pop(p, None)
         return out
-
-    def items_held(self) -> list[Any]:
-        return [item for q in self._queues.values() for _, item in q]
