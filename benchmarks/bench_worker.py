@@ -93,7 +93,7 @@ def main() -> None:
                         log_level="warning")
         bare, tracker = topics(base, "bench-bare"), topics(base, "bench-tracker")
         for s in (bare, tracker):
-            asyncio.run(create_topics(s, s.all_topics()))
+            asyncio.run(create_topics(s, s.topics_to_create()))
             asyncio.run(send_events(s, events, create=False))
         print(f"{len(events)} events from {args.data.name} pre-loaded into each set of topics")
 

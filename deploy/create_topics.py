@@ -18,7 +18,6 @@ import os
 import sys
 import time
 
-from stream_app.app import repartition_topic_name
 from stream_app.broker import create_topics
 from stream_app.config import Settings
 
@@ -27,7 +26,7 @@ log = logging.getLogger("create_topics")
 
 async def main() -> int:
     settings = Settings()
-    topics = [*settings.all_topics(), repartition_topic_name(settings)]
+    topics = settings.topics_to_create()
     deadline = time.monotonic() + float(os.environ.get("TOPICS_TIMEOUT_S", "180"))
     attempt = 0
     while True:

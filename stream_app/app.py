@@ -51,10 +51,6 @@ H_TYPE, H_SRC, H_KEY, H_RECV, H_KTS = "t", "src", "k", "recv", "kts"
 TABLE_NAME = "user-state"
 
 
-def repartition_topic_name(settings: Settings) -> str:
-    return f"{settings.app_id}-events-by-user"
-
-
 def changelog_topic_name(settings: Settings) -> str:
     return f"{settings.app_id}-{TABLE_NAME}-changelog"
 
@@ -442,7 +438,7 @@ def build_app(settings: Settings) -> TrackerApp:
                                value_serializer="raw", partitions=settings.partitions)
     type_by_topic = settings.event_topics()
     inputs = app.topic(*type_by_topic, **raw)
-    by_user = app.topic(repartition_topic_name(settings), **raw)
+    by_user = app.topic(settings.repartition_topic, **raw)
     recommendations = app.topic(settings.topic_recommendations, **raw)
     churn_warnings = app.topic(settings.topic_churn_warnings, **raw)
     dead_letters = app.topic(settings.topic_dead_letters, **raw)
@@ -488,7 +484,7 @@ def run_worker(settings: Settings) -> None:
 
     # Create every topic with the configured partition count before anything can auto-create one
     # with the broker's default: the repartition topic must match the state changelog.
-    asyncio.run(create_topics(settings, [*settings.all_topics(), repartition_topic_name(settings)]))
+    asyncio.run(create_topics(settings, settings.topics_to_create()))
     tapp = build_app(settings)
     tapp.app.monitor = PrometheusMonitor(
         metrics=FaustMetrics.create(REGISTRY, "faust_" + settings.app_id.replace("-", "_")))

@@ -133,5 +133,5 @@ def running_broker(settings: Settings, log_path: Path | None = None) -> Iterator
     """Start the embedded broker at ``settings.broker_url`` and create the tracker's topics."""
     host, _, port = settings.bootstrap_servers()[0].partition(":")
     with EmbeddedBroker(int(port or 19092), host or "127.0.0.1", log_path) as broker:
-        asyncio.run(create_topics(settings, settings.all_topics()))
+        asyncio.run(create_topics(settings, settings.topics_to_create()))
         yield broker

@@ -101,6 +101,15 @@ class Settings(BaseSettings):
     def all_topics(self) -> list[str]:
         return [*self.event_topics(), *self.output_topics()]
 
+    @property
+    def repartition_topic(self) -> str:
+        """Internal: valid events keyed by user id (must match the state changelog's partitions)."""
+        return f"{self.app_id}-events-by-user"
+
+    def topics_to_create(self) -> list[str]:
+        """Every topic a worker needs before it starts (Faust creates the changelog itself)."""
+        return [*self.all_topics(), self.repartition_topic]
+
     def kafka_client_kwargs(self) -> dict[str, object]:
         """Security settings as aiokafka keyword arguments."""
         kw: dict[str, object] = {"security_protocol": self.security_protocol}

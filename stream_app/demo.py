@@ -132,7 +132,7 @@ async def run_demo(settings: Settings, data_path: str | None, duration: float | 
         print(f"embedded broker started on {broker.url}")
     worker: subprocess.Popen[bytes] | None = None
     try:
-        await create_topics(settings, settings.all_topics())
+        await create_topics(settings, settings.topics_to_create())
         events, source = demo_events(data_path, limit)
         catalog_path = settings.data_dir / "demo-catalog.csv"
         Catalog.from_events(events).to_csv(catalog_path)

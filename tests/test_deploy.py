@@ -372,10 +372,9 @@ def test_create_topics_retries_then_succeeds(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(module, "create_topics", fake_create_topics)
     monkeypatch.setattr(module.asyncio, "sleep", no_sleep)
     assert asyncio.run(module.main()) == 0
-    from stream_app.app import repartition_topic_name
 
     settings = Settings()
-    assert len(calls) == 2 and calls[1] == [*settings.all_topics(), repartition_topic_name(settings)]
+    assert len(calls) == 2 and calls[1] == settings.topics_to_create()
     assert "create_topics.py" in " ".join(load_yaml(COMPOSE)["services"]["topics"]["entrypoint"])
 
 
