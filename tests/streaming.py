@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
-from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from rocksdict import AccessType, Rdict
 
 from stream_app.config import Settings
 from stream_app.events import Event
-from stream_app.kafka import encode_event, make_consumer, make_producer, topic_for
+from stream_app.kafka import encode_event, make_producer, topic_for
 from stream_app.state import UserState
 from stream_app.worker_process import spawn_worker
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.topic_reader import read_topics
 
 
 class WorkerProcess:
@@ -79,37 +75,11 @@ async def produce(settings: Settings, events: Iterable[Event],
 
 async def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
                      idle_s: float = 5.0, timeout_s: float = 120.0) -> list[ConsumerRecord]:
-    """All records of ``topic`` from the start, until ``expect`` records arrived (or, without
-    ``expect``, until nothing new came for ``idle_s``). Manual assignment, no consumer group.
-    The embedded broker's end offsets are unreliable, so this never relies on them."""
-    consumer = make_consumer(settings)
-    await consumer.start()
-    try:
-        parts = None
-        deadline = time.monotonic() + timeout_s
-        while not parts and time.monotonic() < deadline:
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                await consumer._client.force_metadata_update()  # noqa: SLF001
-                await asyncio.sleep(0.5)
-        assert parts, f"topic {topic} does not exist"
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        out: list[ConsumerRecord] = []
-        last_new = time.monotonic()
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for recs in batch.values():
-                out.extend(recs)
-                last_new = time.monotonic()
-            if expect is not None and len(out) >= expect:
-                break
-            if expect is None and time.monotonic() - last_new > idle_s:
-                break
-        return out
-    finally:
-        await consumer.stop()
+    """All records of ``topic`` from the start (partition by partition, offset order), until
+    ``expect`` arrived or, without ``expect``, until nothing new came for ``idle_s``. The embedded
+    broker's end offsets are unreliable, so this never relies on them."""
+    parts = await read_topics(settings, [topic], expected=expect, timeout=timeout_s, idle=idle_s)
+    return [r for _, records in sorted(parts.items()) for r in records]
 
 
 def json_values(records: list[ConsumerRecord]) -> list[dict]:
@@ -137,12 +107,3 @@ def local_states(settings: Settings) -> dict[bytes, UserState]:
         finally:
             db.close()
     return states
-
-
-async def wait_for(predicate, timeout_s: float = 120.0, every_s: float = 1.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(every_s)
-    raise TimeoutError("condition not met in time")
