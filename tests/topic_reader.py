@@ -22,7 +22,8 @@ async def read_topics(settings: Settings, topics: Sequence[str], expected: int |
     try:
         deadline = time.monotonic() + timeout
         while True:  # a worker may not have created its output topics yet
-            await consumer.topics()
+            # consumer.topics() does not refresh the metadata that partitions_for_topic reads
+            await consumer._client.force_metadata_update()  # noqa: SLF001
             if all(consumer.partitions_for_topic(t) for t in topics):
                 break
             if time.monotonic() > deadline:
