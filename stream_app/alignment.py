@@ -8,6 +8,10 @@ waits while one of them is empty but not caught up (its data is still being fetc
 ``max_wait_s`` of wall time. When producers key the inputs by user id (as every tool of this
 project does) all of a user's events sit in partition p of each topic, so each user's events,
 and each partition's event-time watermark, come out in the same order at any replay speed.
+
+Limit: "caught up" is what the consumer knows. While a producer is still writing at full speed, a
+partition can look caught up for a moment although more of it is on its way, and the merge may
+then pass a later event first; paced traffic and data at rest (a backfill) are merged exactly.
 """
 
 from __future__ import annotations

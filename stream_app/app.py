@@ -150,7 +150,7 @@ class RecordSender:
 
 @dataclass
 class Outputs:
-    """Records a micro-batch emits, sent after the states are written."""
+    """Records a micro-batch emits: (topic, key, value, receipt wall time, Kafka timestamp)."""
 
     records: list[tuple[str, bytes, bytes, float | None, float | None]]
 
