@@ -9,9 +9,12 @@ waits while one of them is empty but not caught up (its data is still being fetc
 project does) all of a user's events sit in partition p of each topic, so each user's events,
 and each partition's event-time watermark, come out in the same order at any replay speed.
 
-Limit: "caught up" is what the consumer knows. While a producer is still writing at full speed, a
-partition can look caught up for a moment although more of it is on its way, and the merge may
-then pass a later event first; paced traffic and data at rest (a backfill) are merged exactly.
+"Caught up" is what the consumer last heard from the broker, and the fetcher does not refresh
+every partition in every response; so an event may also pass an empty, caught-up partition only
+after it has waited ``idle_s`` (Kafka Streams' ``max.task.idle.ms``): time for a fetch in flight
+to land. That adds up to ``idle_s`` of latency when the other partitions are quiet.
+Limit: while a producer writes at full speed, a partition can look caught up for longer than that
+although more of it is on its way; paced traffic and data at rest (a backfill) merge exactly.
 """
 
 from __future__ import annotations
@@ -27,25 +30,27 @@ SortKey = tuple[int, int, int]  # event time, topic rank, offset
 
 class EventTimeMerge(Generic[T]):
     def __init__(self, topic_rank: dict[str, int], caught_up: Callable[[str, int], bool],
-                 max_wait_s: float):
+                 max_wait_s: float, idle_s: float = 0.0):
         self.topic_rank = topic_rank
         self.caught_up = caught_up  # (topic, partition) -> nothing more to fetch right now
-        self.max_wait_s = max_wait_s
-        self._queues: dict[tuple[str, int], deque[tuple[SortKey, T]]] = {}
+        self.max_wait_s, self.idle_s = max_wait_s, idle_s
+        self._queues: dict[tuple[str, int], deque[tuple[SortKey, float, T]]] = {}
         self._blocked_since: dict[int, float] = {}
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
-    def add(self, topic: str, partition: int, ts: int, offset: int, item: T) -> None:
+    def add(self, topic: str, partition: int, ts: int, offset: int, item: T,
+            arrived: float | None = None) -> None:
         key = (ts, self.topic_rank[topic], offset)
-        self._queues.setdefault((topic, partition), deque()).append((key, item))
+        arrived = time.monotonic() if arrived is None else arrived
+        self._queues.setdefault((topic, partition), deque()).append((key, arrived, item))
 
     def drop_partitions(self, keep: set[tuple[str, int]]) -> list[T]:
         """Forget queues of revoked partitions (their events will be re-read by their new owner)."""
         dropped: list[T] = []
         for tp in [tp for tp in self._queues if tp not in keep]:
-            dropped.extend(item for _, item in self._queues.pop(tp))
+            dropped.extend(item for _, _, item in self._queues.pop(tp))
         return dropped
 
     def ready(self, now: float | None = None) -> list[T]:
@@ -65,7 +70,9 @@ class EventTimeMerge(Generic[T]):
                     if now - since < self.max_wait_s:
                         break  # a source of this partition is still being fetched
                 best = min(held, key=lambda tp: self._queues[tp][0][0])
-                out.append(self._queues[best].popleft()[1])
+                if not waiting and len(held) < len(heads) and now - self._queues[best][0][1] < self.idle_s:
+                    break  # empty sources look caught up: give a fetch in flight time to land
+                out.append(self._queues[best].popleft()[2])
                 if not waiting:
                     self._blocked_since.pop(p, None)
         return out

@@ -364,7 +364,7 @@ class Ingest:
         rank = {t: i for i, t in enumerate(self.type_by_topic)}
         self.last_offset: dict[tuple[str, int], int] = {}
         self.merge: EventTimeMerge[tuple[EventT, Event, float]] = EventTimeMerge(
-            rank, self.caught_up, settings.align_max_wait_s)
+            rank, self.caught_up, settings.align_max_wait_s, settings.align_idle_s)
         self.lock = asyncio.Lock()
 
     def caught_up(self, topic: str, partition: int) -> bool:
@@ -462,7 +462,7 @@ def build_app(settings: Settings) -> TrackerApp:
         async for batch in stream.take_events(settings.batch_max, settings.batch_within_s):
             await ingest_logic.on_batch(batch)
 
-    @app.timer(0.1)
+    @app.timer(0.05)
     async def forward_held_events() -> None:
         """Forward aligned events once their sources caught up (or waited long enough)."""
         if len(ingest_logic.merge):
