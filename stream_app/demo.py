@@ -107,15 +107,25 @@ def metrics_summary(settings: Settings) -> str:
         text = urllib.request.urlopen(url, timeout=3).read().decode()  # noqa: S310 - loopback
     except OSError as exc:
         return f"metrics endpoint {url} not reachable: {exc}"
-    lat: dict[str, float] = {}
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
     for fam in text_string_to_metric_families(text):
         if fam.name == "tracker_processing_seconds":
             for s in fam.samples:
-                if s.name.endswith("_sum") or s.name.endswith("_count"):
-                    lat[s.name.rsplit("_", 1)[1]] = s.value
-    mean = lat.get("sum", 0) / lat["count"] if lat.get("count") else float("nan")
-    return (f"metrics: {url} ({len(text.splitlines())} lines); mean processing latency "
-            f"{mean * 1000:.1f} ms over {int(lat.get('count', 0))} outputs")
+                if s.name.endswith("_bucket"):
+                    buckets.append((float(s.labels["le"]), s.value))
+                elif s.name.endswith("_sum"):
+                    total = s.value
+                elif s.name.endswith("_count"):
+                    count = s.value
+
+    def quantile(q: float) -> str:
+        le = next((b for b, c in sorted(buckets) if count and c >= q * count), None)
+        return f"<= {le * 1000:.0f} ms" if le is not None and le != float("inf") else "n/a"
+
+    mean = total / count * 1000 if count else float("nan")
+    return (f"metrics: {url} ({len(text.splitlines())} lines); processing latency over {int(count)} "
+            f"outputs: mean {mean:.0f} ms, p50 {quantile(0.5)}, p99 {quantile(0.99)}")
 
 
 async def run_demo(settings: Settings, data_path: str | None, duration: float | None, rate: float,
