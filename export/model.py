@@ -46,6 +46,9 @@ class ModelConfig:
     n_layers: int = 2
     d_ff: int = 256
     dropout: float = 0.2
+    # category copy head: a learned bias per rank among the context's distinct categories by their
+    # newest occurrence (the repeat-last order); False in artifacts written before it existed
+    category_distinct_rank: bool = False
 
     @classmethod
     def for_spec(cls, spec: FeatureSpec, n_items: int, n_categories: int, **kw: object) -> ModelConfig:
@@ -101,7 +104,7 @@ class Block(nn.Module):
 class CopyMixture(nn.Module):
     """Pointer-generator head over one vocabulary whose embedding table is ``table``."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, distinct_rank: bool = False) -> None:
         super().__init__()
         self.query = nn.Linear(cfg.d_model, cfg.d_model)
         self.recency = nn.Embedding(cfg.window_length, 1)
@@ -109,13 +112,46 @@ class CopyMixture(nn.Module):
         with torch.no_grad():  # start close to "the most recent entries first" (repeat-last)
             self.recency.weight.copy_(-0.3 * torch.arange(float(cfg.window_length)).unsqueeze(1))
         self.scale = 1.0 / math.sqrt(cfg.d_model)
+        # optional: bias by the rank of an entry among the context's distinct entries ordered by their
+        # newest occurrence (0 = the newest entry; the repeat-last order); index L: an older
+        # occurrence of an entry that occurs again later in the context
+        # occurrence; the same ranks also add a learned bonus to the generator's logits of the
+        # context's entries (a repeat-aware softmax), started at a repeat-last-like prior
+        self.distinct: nn.Embedding | None = None
+        self.gen_bonus: nn.Embedding | None = None
+        if distinct_rank:
+            L = cfg.window_length
+            self.distinct = nn.Embedding(L + 1, 1)
+            nn.init.zeros_(self.distinct.weight)
+            self.gen_bonus = nn.Embedding(L + 1, 1, padding_idx=L)
+            with torch.no_grad():
+                self.gen_bonus.weight.copy_((3.0 - 0.1 * torch.arange(float(L + 1))).unsqueeze(1))
+                self.gen_bonus.weight[L] = 0.0
 
-    def _attention(self, h: torch.Tensor, keys: torch.Tensor, rel: torch.Tensor, valid: torch.Tensor
-                   ) -> torch.Tensor:
+    def _distinct_index(self, ids: torch.Tensor, upto: torch.Tensor) -> torch.Tensor:
+        """(B, Q, J): for a query that sees the entries j <= upto (B, Q), the rank of entry j among the
+        distinct valid entries by newest occurrence, or L when j is not the newest occurrence of its
+        entry, not seen or not valid."""
+        assert self.distinct is not None
+        J = ids.shape[1]
+        j = torch.arange(J, device=ids.device)
+        same = (ids.unsqueeze(2) == ids.unsqueeze(1)) & (j.view(1, 1, J) > j.view(1, J, 1))
+        nxt = torch.where(same, j.view(1, 1, J), J).amin(-1)  # (B, J) next occurrence of the same entry
+        seen = j.view(1, 1, J) <= upto.unsqueeze(-1)  # (B, Q, J)
+        last = (nxt.unsqueeze(1) > upto.unsqueeze(-1)) & seen  # newest occurrence as of the query
+        counted = (last & (ids > 1).unsqueeze(1)).to(torch.int64)
+        rank = counted.sum(-1, keepdim=True) - counted.cumsum(-1)  # distinct entries newer than j
+        L = self.distinct.num_embeddings - 1
+        return torch.where(last & (ids > 1).unsqueeze(1), rank.clamp(0, L - 1), torch.full_like(rank, L))
+
+    def _attention(self, h: torch.Tensor, keys: torch.Tensor, rel: torch.Tensor, valid: torch.Tensor,
+                   extra: torch.Tensor | None = None) -> torch.Tensor:
         """Queries h (B, Q, d) attend over keys (B, J, d); rel, valid (B, Q, J). Rows without a valid
         entry get all-zero weights."""
         s = (self.query(h) @ keys.transpose(-1, -2)) * self.scale
         s = s + self.recency(rel.clamp(0, self.recency.num_embeddings - 1)).squeeze(-1)
+        if extra is not None:
+            s = s + extra
         w = torch.softmax(torch.where(valid, s, torch.full_like(s, NEG)), dim=-1)
         return w * valid.to(w.dtype)
 
@@ -127,10 +163,17 @@ class CopyMixture(nn.Module):
         pos = torch.arange(T, device=ids.device)
         rel = (pos.view(T, 1) - pos.view(1, T)).expand(ids.shape[0], T, T)
         valid = (pos.view(1, T) <= pos.view(T, 1)) & (ids > 1).unsqueeze(1)
-        w = self._attention(h, table[ids], rel, valid)[sel]  # (n, T)
+        extra, bonus = None, 0.0
+        if self.distinct is not None and self.gen_bonus is not None:
+            idx = self._distinct_index(ids, pos.expand(ids.shape[0], T))
+            extra = self.distinct(idx).squeeze(-1)
+            rows = ids.unsqueeze(1).expand(-1, T, -1)[sel]  # (n, T)
+            bonus = torch.zeros(rows.shape[0], table.shape[0], dtype=h.dtype).scatter_add(
+                1, rows, self.gen_bonus(idx[sel]).squeeze(-1))
+        w = self._attention(h, table[ids], rel, valid, extra)[sel]  # (n, T)
         p_copy = (w * (ids.unsqueeze(1).expand(-1, T, -1)[sel] == target[sel].unsqueeze(1))).sum(-1)
         hs = h[sel]
-        log_gen = torch.log_softmax(hs @ table.T + block, dim=-1)
+        log_gen = torch.log_softmax(hs @ table.T + block + bonus, dim=-1)
         log_gen = log_gen.gather(1, target[sel].unsqueeze(1)).squeeze(1)
         g = torch.sigmoid(self.gate(hs)).squeeze(-1)
         return torch.log(g * p_copy + (1 - g) * log_gen.exp() + 1e-9)
@@ -142,10 +185,16 @@ class CopyMixture(nn.Module):
         j = torch.arange(L, device=ids.device).unsqueeze(0)
         valid = ((j < length.unsqueeze(1)) & (ids > 1)).unsqueeze(1)
         rel = (length.unsqueeze(1) - 1 - j).unsqueeze(1)
-        w = self._attention(h.unsqueeze(1), table[ids], rel, valid).squeeze(1)
+        extra, bonus = None, 0.0
+        if self.distinct is not None and self.gen_bonus is not None:
+            idx = self._distinct_index(ids, (length - 1).unsqueeze(1))
+            extra = self.distinct(idx).squeeze(-1)
+            bonus = torch.zeros(h.shape[0], table.shape[0], dtype=h.dtype).scatter_add(
+                1, ids, self.gen_bonus(idx.squeeze(1)).squeeze(-1))
+        w = self._attention(h.unsqueeze(1), table[ids], rel, valid, extra).squeeze(1)
         p_copy = torch.zeros(h.shape[0], table.shape[0], dtype=h.dtype).scatter_add(1, ids, w)
         g = torch.sigmoid(self.gate(h))
-        return g * p_copy + (1 - g) * torch.softmax(h @ table.T + block, dim=-1)
+        return g * p_copy + (1 - g) * torch.softmax(h @ table.T + block + bonus, dim=-1)
 
 
 class InterestModel(nn.Module):
@@ -164,7 +213,7 @@ class InterestModel(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(d)
         self.item_head = CopyMixture(cfg)
-        self.cat_head = CopyMixture(cfg)
+        self.cat_head = CopyMixture(cfg, distinct_rank=cfg.category_distinct_rank)
         self.churn_wide = nn.Linear(len(CHURN_FEATURES) + 2, 1)
         # standardisation of the wide inputs, set from the training points (refit_churn_head)
         self.register_buffer("wide_mean", torch.zeros(len(CHURN_FEATURES) + 2))

@@ -116,3 +116,30 @@ def test_torch_on_training_features_equals_onnx_equals_runtime(trained: tuple[Pa
     assert inc.stepped.sum() > len(pts) // 2
     np.testing.assert_allclose(inc.user_vectors, h.numpy(), atol=1e-4)
     np.testing.assert_allclose(inc.churn, t_churn, atol=1e-4)
+
+
+def test_category_rank_terms_agree_between_training_and_serving() -> None:
+    """The distinct-rank copy bias and generator bonus of the category head give the same log p(target)
+    in the training pass (every position of a segment) and in the served distribution (a context cut
+    at each length), and the rank follows the repeat-last order."""
+    from export.model import ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_items=30, n_categories=7, window_length=8, dropout=0.0, category_distinct_rank=True)
+    model = InterestModel(cfg).eval()
+    head = model.cat_head
+    assert head.distinct is not None and model.item_head.distinct is None
+    with torch.no_grad():
+        head.distinct.weight.normal_()
+    ids = torch.tensor([[2, 3, 2, 4, 0, 1, 5, 3], [6, 6, 6, 2, 3, 1, 4, 4]])
+    h = torch.randn(2, 8, cfg.d_model)
+    target = torch.randint(2, 7, (2, 8))
+    with torch.no_grad():
+        every = torch.ones(2, 8, dtype=torch.bool)
+        lp = head.train_log_prob(h, ids, model.cat_emb.weight, model.cat_block, every, target).view(2, 8)
+        for t in range(8):
+            p = model.category_probs(h[:, t], ids, torch.full((2,), t + 1))
+            served = torch.log(p.gather(1, target[:, t:t + 1]).squeeze(1) + 1e-9)
+            assert torch.allclose(lp[:, t], served, atol=1e-5)
+    idx = head._distinct_index(ids[:1], torch.tensor([[3]]))[0, 0]  # context 2 3 2 4
+    assert idx.tolist() == [8, 2, 1, 0, 8, 8, 8, 8]
