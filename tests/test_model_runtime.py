@@ -8,16 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import shared_data
 
-from export.artifact import write_artifact
-from export.model import InterestModel, ModelConfig
-from export.onnx_export import export_onnx, top_k_of
 from export.prepare import PreparedData, prepare
 from export.splits import SplitSpec
 from stream_app.features import FeatureSpec, is_incremental
 from stream_app.model_runtime import ArtifactError, KVCache, ModelRuntime, cuda_usable
+from tests.artifacts import tiny_artifact
 
 L = 8
 
@@ -30,15 +27,7 @@ def data() -> PreparedData:
 
 @pytest.fixture(scope="module")
 def artifact(data: PreparedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny model over real vocabularies: enough to test serving mechanics."""
-    torch.manual_seed(0)
-    cfg = ModelConfig.for_spec(data.spec, len(data.items), len(data.categories), d_model=16, n_heads=2,
-                               n_layers=2, d_ff=32, dropout=0.0)
-    model = InterestModel(cfg).eval()
-    out = tmp_path_factory.mktemp("artifact")
-    write_artifact(out, model, data.items, data.categories, data.spec, {"churn_horizon_ms": 86_400_000})
-    export_onnx(model, out, top_k_of(model))
-    return out
+    return tiny_artifact(data, tmp_path_factory.mktemp("artifact"))
 
 
 def test_incremental_updates_equal_full_recompute(data: PreparedData, artifact: Path) -> None:

@@ -12,12 +12,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from export.artifact import write_artifact
-from export.model import InterestModel, ModelConfig
-from export.onnx_export import export_onnx, top_k_of
 from export.prepare import prepare
 from export.splits import SplitSpec
 from stream_app.broker import free_port
@@ -25,6 +21,7 @@ from stream_app.config import Settings
 from stream_app.features import FeatureSpec
 from stream_app.model_runtime import ModelRuntime
 from stream_app.schemas import validator
+from tests.artifacts import tiny_artifact
 from tests.conftest import shared_data
 from tests.expected import CODE, taobao_events
 from tests.streaming import WorkerProcess, produce, read_topic
@@ -39,14 +36,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny model over real vocabularies (serving mechanics, not quality)."""
     data = prepare(shared_data("taobao/UserBehavior_10k.csv"), SplitSpec("time"),
                    FeatureSpec(window_length=L), min_item_count=2, progress=False)
-    torch.manual_seed(0)
-    cfg = ModelConfig.for_spec(data.spec, len(data.items), len(data.categories), d_model=16, n_heads=2,
-                               n_layers=2, d_ff=32, dropout=0.0)
-    model = InterestModel(cfg).eval()
-    out = tmp_path_factory.mktemp("artifact")
-    write_artifact(out, model, data.items, data.categories, data.spec, {"churn_horizon_ms": 86_400_000})
-    export_onnx(model, out, top_k_of(model))
-    return out
+    return tiny_artifact(data, tmp_path_factory.mktemp("artifact"))
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
