@@ -154,22 +154,34 @@ def _need_id(value: str, what: str) -> str:
     return value
 
 
-def _taobao(path: Path, report: LoadReport, progress: bool) -> Iterator[Event]:
-    for n, line in _lines(path, progress):
-        if not line:
+def _delimited(path: Path, report: LoadReport, progress: bool, sep: str, n_fields: int,
+               parse: Callable[[int, list[str]], Event], encoding: str = "utf-8",
+               header: str | None = None) -> Iterator[Event]:
+    """Lines of a delimited file parsed by ``parse(line_no, fields)``; a line with the wrong
+    number of fields, or that ``parse`` rejects with :class:`BadLine`, is reported and skipped."""
+    what = "fields" if sep == "," else f"{sep!r}-separated fields"
+    for n, line in _lines(path, progress, encoding=encoding):
+        if not line or (n == 1 and header is not None and line.startswith(header)):
             continue
         report.lines += 1
         try:
-            parts = line.split(",")
-            if len(parts) != 5:
-                raise BadLine(f"expected 5 fields, got {len(parts)}")
-            user, item, cat, behavior, ts = parts
-            if behavior not in TAOBAO_TYPES:
-                raise BadLine(f"unknown behavior {behavior[:20]!r}")
-            yield Event(f"taobao:{n}", _need_id(user, "user"), _need_id(item, "item"),
-                        cat or None, _int(ts, "timestamp") * 1000, TAOBAO_TYPES[behavior])
+            parts = line.split(sep)
+            if len(parts) != n_fields:
+                raise BadLine(f"expected {n_fields} {what}, got {len(parts)}")
+            yield parse(n, parts)
         except BadLine as exc:
             report.bad(n, str(exc), line)
+
+
+def _taobao(path: Path, report: LoadReport, progress: bool) -> Iterator[Event]:
+    def parse(n: int, parts: list[str]) -> Event:
+        user, item, cat, behavior, ts = parts
+        if behavior not in TAOBAO_TYPES:
+            raise BadLine(f"unknown behavior {behavior[:20]!r}")
+        return Event(f"taobao:{n}", _need_id(user, "user"), _need_id(item, "item"),
+                     cat or None, _int(ts, "timestamp") * 1000, TAOBAO_TYPES[behavior])
+
+    return _delimited(path, report, progress, ",", 5, parse)
 
 
 def movielens_genres(ratings_path: Path) -> dict[str, str]:
@@ -189,20 +201,14 @@ def movielens_genres(ratings_path: Path) -> dict[str, str]:
 
 def _movielens(path: Path, report: LoadReport, progress: bool) -> Iterator[Event]:
     genres = movielens_genres(path)
-    for n, line in _lines(path, progress, encoding="latin-1"):
-        if not line:
-            continue
-        report.lines += 1
-        try:
-            parts = line.split("::")
-            if len(parts) != 4:
-                raise BadLine(f"expected 4 '::'-separated fields, got {len(parts)}")
-            user, item, rating, ts = parts
-            _int(rating, "rating")
-            yield Event(f"movielens:{n}", _need_id(user, "user"), _need_id(item, "item"),
-                        genres.get(item), _int(ts, "timestamp") * 1000, "browse")
-        except BadLine as exc:
-            report.bad(n, str(exc), line)
+
+    def parse(n: int, parts: list[str]) -> Event:
+        user, item, rating, ts = parts
+        _int(rating, "rating")
+        return Event(f"movielens:{n}", _need_id(user, "user"), _need_id(item, "item"),
+                     genres.get(item), _int(ts, "timestamp") * 1000, "browse")
+
+    return _delimited(path, report, progress, "::", 4, parse, encoding="latin-1")
 
 
 def _date_ms(value: str) -> int:
@@ -290,28 +296,20 @@ def _retailrocket(path: Path, report: LoadReport, progress: bool) -> Iterator[Ev
     if path.is_dir():
         path = path / "events.csv"
     categories = _retailrocket_categories(path.parent)
-    for n, line in _lines(path, progress):
-        if n == 1 and line.startswith("timestamp"):
-            continue
-        if not line:
-            continue
-        report.lines += 1
-        try:
-            parts = line.split(",")
-            if len(parts) != 5:
-                raise BadLine(f"expected 5 fields, got {len(parts)}")
-            ts_s, visitor, event, item, _transaction = parts
-            if event not in RETAILROCKET_TYPES:
-                raise BadLine(f"unknown event {event[:20]!r}")
-            ts = _int(ts_s, "timestamp")
-            cat = None
-            if item in categories:
-                times, cats = categories[item]
-                cat = cats[max(bisect.bisect_right(times, ts) - 1, 0)]
-            yield Event(f"retailrocket:{n}", _need_id(visitor, "visitor"), _need_id(item, "item"),
-                        cat, ts, RETAILROCKET_TYPES[event])
-        except BadLine as exc:
-            report.bad(n, str(exc), line)
+
+    def parse(n: int, parts: list[str]) -> Event:
+        ts_s, visitor, event, item, _transaction = parts
+        if event not in RETAILROCKET_TYPES:
+            raise BadLine(f"unknown event {event[:20]!r}")
+        ts = _int(ts_s, "timestamp")
+        cat = None
+        if item in categories:
+            times, cats = categories[item]
+            cat = cats[max(bisect.bisect_right(times, ts) - 1, 0)]
+        return Event(f"retailrocket:{n}", _need_id(visitor, "visitor"), _need_id(item, "item"),
+                     cat, ts, RETAILROCKET_TYPES[event])
+
+    return _delimited(path, report, progress, ",", 5, parse, header="timestamp")
 
 
 def _recording(path: Path, report: LoadReport, progress: bool) -> Iterator[Event]:
