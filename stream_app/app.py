@@ -260,10 +260,9 @@ class Tracker:
                     due_state = states[due] = self.load(due)
                 if due_state.churn_warned_at:
                     continue
-                wm = self.churn.watermark[msg.partition]
-                due_state.churn_warned_at = wm
+                due_state.churn_warned_at = self.churn.deadline(due_state)
                 dirty[due] = ev
-                out.add(self.churn_warnings, due, self.churn_warning(due, due_state, wm))
+                out.add(self.churn_warnings, due, self.churn_warning(due, due_state))
             metrics.WATERMARK.labels(msg.partition).set(self.churn.watermark[msg.partition])
         if model_requests:
             self.fill_model_recommendations(out, model_requests)
@@ -334,12 +333,13 @@ class Tracker:
             value["churn_probability"] = round(predicted.churn, 6)
         return orjson.dumps(value)
 
-    def churn_warning(self, user: bytes, state: UserState, watermark: int) -> bytes:
+    def churn_warning(self, user: bytes, state: UserState) -> bytes:
+        detected = self.churn.deadline(state)
         return orjson.dumps({
-            "user_id": user.decode(), "risk": self.churn.risk(state, watermark),
-            "reason": self.churn.reason(state, watermark), "last_event_ts": state.last_ts,
-            "silence_ms": watermark - state.last_ts, "typical_gap_ms": state.typical_gap_ms(),
-            "watermark_ts": watermark, "events_total": state.events_total,
+            "user_id": user.decode(), "risk": self.churn.risk(state),
+            "reason": self.churn.reason(state), "last_event_ts": state.last_ts,
+            "silence_ms": detected - state.last_ts, "typical_gap_ms": state.typical_gap_ms(),
+            "detected_ts": detected, "events_total": state.events_total,
             "model": self.churn_model_info, "emitted_at": int(time.time() * 1000),
             # the attention model's churn head at the user's last event, when it has seen the user
             "model_churn_probability": (

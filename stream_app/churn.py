@@ -9,7 +9,6 @@ user comes back. The heaps are derived state: rebuilt from the table after a reb
 from __future__ import annotations
 
 import heapq
-import math
 
 from stream_app.state import UserState
 
@@ -75,13 +74,22 @@ class ChurnDetector:
                 self._latest[partition][user] = state.last_ts
         self.watermark[partition] = max((s.last_ts for _, s in states), default=0)
 
-    def risk(self, state: UserState, watermark: int) -> float:
-        """Heuristic risk: 0.5 at the threshold, rising towards 1 with longer silence."""
-        silence = max(0, watermark - state.last_ts)
-        return round(1.0 - math.exp(-math.log(2) * silence / self.threshold_ms(state)), 4)
+    def deadline(self, state: UserState) -> int:
+        """Event time at which the user's silence reaches their threshold: the warning's time.
+        (Not the watermark that revealed it, which depends on what else the partition carried.)"""
+        return state.last_ts + self.threshold_ms(state)
 
-    def reason(self, state: UserState, watermark: int) -> str:
-        silence = watermark - state.last_ts
+    def risk(self, state: UserState) -> float:
+        """Heuristic: 0.5 when the silence is ``gap_multiple`` usual gaps long, nearer 1 the more
+        regular the user was (the minimum silence is then many more of their usual gaps)."""
+        gap = state.typical_gap_ms()
+        if not gap:
+            return 0.5
+        ratio = self.threshold_ms(state) / (self.gap_multiple * gap)
+        return round(1.0 - 0.5 ** ratio, 4)
+
+    def reason(self, state: UserState) -> str:
+        silence = self.threshold_ms(state)
         gap = state.typical_gap_ms()
         text = f"silent {silence / 86_400_000:.1f} days"
         if gap:

@@ -63,7 +63,7 @@ class UserState:
     # ring of the last applied events' id hashes and their event times (dedupe memory)
     recent_ids: array = field(default_factory=lambda: array("Q"))
     recent_ts: array = field(default_factory=lambda: array("q"))
-    churn_warned_at: int = 0  # watermark of the warning of the current episode; 0 = none
+    churn_warned_at: int = 0  # event time of the current churn episode's warning; 0 = none
     _id_set: set[int] | None = None
 
     # --- applying events -----------------------------------------------------------------
