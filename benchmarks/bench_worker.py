@@ -34,13 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "taobao" / "UserBehavior_head84k.csv"
 
 
-def topics(settings: Settings, prefix: str) -> Settings:
-    return settings.model_copy(update={
-        "app_id": prefix, **{f: f"{prefix}-{getattr(settings, f)}" for f in (
-            "topic_clicks", "topic_browses", "topic_purchases", "topic_recommendations",
-            "topic_churn_warnings", "topic_dead_letters")}})
-
-
 def log_time(line: str) -> float:
     stamp = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", line)
     assert stamp, line
@@ -91,7 +84,7 @@ def main() -> None:
     with EmbeddedBroker(free_port(), log_path=work / "broker.log") as broker:
         base = Settings(broker_url=broker.url, data_dir=work / "data", metrics_port=0, web_port=0,
                         log_level="warning")
-        bare, tracker = topics(base, "bench-bare"), topics(base, "bench-tracker")
+        bare, tracker = base.namespaced("bench-bare"), base.namespaced("bench-tracker")
         for s in (bare, tracker):
             asyncio.run(create_topics(s, s.topics_to_create()))
             asyncio.run(send_events(s, events, create=False))

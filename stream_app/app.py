@@ -263,7 +263,8 @@ class Tracker:
                 due_state.churn_warned_at = self.churn.deadline(due_state)
                 dirty[due] = ev
                 out.add(self.churn_warnings, due, self.churn_warning(due, due_state))
-            metrics.WATERMARK.labels(msg.partition).set(self.churn.watermark[msg.partition])
+        for p in {ev.message.partition for ev in batch}:
+            metrics.WATERMARK.labels(p).set(self.churn.watermark.get(p, 0))
         if model_requests:
             self.fill_model_recommendations(out, model_requests)
         # Outputs are delivered before the states are written: after a crash between the two the

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
             kw["ssl_context"] = ctx
         return kw
 
+    def namespaced(self, prefix: str, **update: object) -> Settings:
+        """A copy with app id ``prefix`` and every topic named ``<prefix>-<default name>``:
+        an isolated tracker on a shared broker (tests, benchmarks, side-by-side runs)."""
+        topics = {f: f"{prefix}-{info.default}" for f, info in type(self).model_fields.items()
+                  if f.startswith("topic_")}
+        return self.model_copy(update={"app_id": prefix, **topics, **update})
+
     def to_env(self) -> dict[str, str]:
         """These settings as ``TRACKER_*`` environment variables (for a worker process)."""
         return {f"TRACKER_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None}

@@ -46,11 +46,5 @@ def unique_id(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def settings(broker_url: str, unique_id: str, tmp_path: Path) -> Settings:
     """Settings for one test: its own app id (consumer group), topics and data dir."""
-    p = unique_id
-    return Settings(
-        broker_url=broker_url, app_id=p, data_dir=tmp_path / "data", metrics_port=0,
-        web_port=0, partitions=4,
-        topic_clicks=f"{p}-clicks", topic_browses=f"{p}-browses",
-        topic_purchases=f"{p}-purchases", topic_recommendations=f"{p}-recommendations",
-        topic_churn_warnings=f"{p}-churn-warnings", topic_dead_letters=f"{p}-dead-letters",
-    )
+    return Settings(broker_url=broker_url, data_dir=tmp_path / "data", metrics_port=0, web_port=0,
+                    partitions=4).namespaced(unique_id)

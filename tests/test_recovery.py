@@ -23,14 +23,7 @@ pytestmark = pytest.mark.broker
 
 def fresh(settings: Settings, suffix: str, tmp_path: Path) -> Settings:
     """The same test settings under another app id, topics and data dir."""
-    p = f"{settings.app_id}-{suffix}"
-    return settings.model_copy(update={
-        "app_id": p, "data_dir": tmp_path / suffix,
-        **{f: f"{p}-{getattr(settings, f).rsplit('-', 1)[-1]}" for f in (
-            "topic_clicks", "topic_browses", "topic_purchases", "topic_recommendations",
-            "topic_dead_letters")},
-        "topic_churn_warnings": f"{p}-churn-warnings",
-    })
+    return settings.namespaced(f"{settings.app_id}-{suffix}", data_dir=tmp_path / suffix)
 
 
 async def wait_until_applied(settings: Settings, events: list[Event], timeout_s: float = 240) -> None:

@@ -49,13 +49,7 @@ def test_replay_speed_does_not_change_worker_outputs(settings: Settings, tmp_pat
 
     runs: list[tuple[Settings, ReplayOptions]] = []
     for name, speed in (("paced", span_ms / 6000), ("max", None)):  # paced: the 6 days in ~6 s
-        p = f"{settings.app_id}-{name}"
-        s = Settings(**{
-            **settings.model_dump(), "app_id": p, "data_dir": tmp_path / name,
-            "topic_clicks": f"{p}-clicks", "topic_browses": f"{p}-browses",
-            "topic_purchases": f"{p}-purchases", "topic_recommendations": f"{p}-recommendations",
-            "topic_churn_warnings": f"{p}-churn-warnings", "topic_dead_letters": f"{p}-dead-letters",
-        })
+        s = settings.namespaced(f"{settings.app_id}-{name}", data_dir=tmp_path / name)
         rename = {"src-clicks": s.topic_clicks, "src-browses": s.topic_browses,
                   "src-purchases": s.topic_purchases}
         runs.append((s, ReplayOptions(speed=speed, rename=rename)))
