@@ -365,19 +365,30 @@ class Ingest:
         rank = {t: i for i, t in enumerate(self.type_by_topic)}
         self.last_offset: dict[tuple[str, int], int] = {}
         self.merge: EventTimeMerge[tuple[EventT, Event, float]] = EventTimeMerge(
-            rank, self.caught_up, settings.align_max_wait_s, settings.align_idle_s)
+            rank, self.caught_up, settings.align_max_wait_s, clock=time.time,
+            on_release=lambda how: metrics.ALIGNED_EVENTS.labels(how).inc())
         self.lock = asyncio.Lock()
 
-    def caught_up(self, topic: str, partition: int) -> bool:
-        """Nothing of this input partition is left to fetch, as far as the consumer knows."""
+    def caught_up(self, topic: str, partition: int, since: float) -> bool:
+        """Nothing of this input partition is left to fetch, according to a fetch response the
+        consumer received after ``since`` (wall-clock seconds; see stream_app/alignment.py)."""
+        tp = TP(topic, partition)
         try:
-            hw = self.app.consumer.highwater(TP(topic, partition))
-        except (AssertionError, KeyError, IllegalStateError):
-            return False
-        if hw is None or hw < 0:
+            # The fetcher writes a partition's highwater, then its fetch time: read them in the
+            # other order, so a fresh time never comes with an older highwater.
+            fetched_ms = self._aiokafka_consumer().last_poll_timestamp(tp)
+            hw = self.app.consumer.highwater(tp)
+        except (AssertionError, AttributeError, KeyError, IllegalStateError):
+            return False  # not assigned (yet), or the consumer is not running
+        if fetched_ms is None or fetched_ms <= since * 1000 or hw is None or hw < 0:
             return False
         seen = self.last_offset.get((topic, partition))
         return hw == 0 if seen is None else seen + 1 >= hw
+
+    def _aiokafka_consumer(self) -> Any:
+        """Faust runs an aiokafka consumer in a thread of its own and exposes a partition's last
+        highwater but not when it was fetched; aiokafka's ``last_poll_timestamp`` tells."""
+        return self.app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]  # noqa: SLF001
 
     async def on_batch(self, batch: Sequence[EventT]) -> None:
         now = time.time()
@@ -399,7 +410,8 @@ class Ingest:
                 metrics.OUTPUTS.labels(self.settings.topic_dead_letters).inc()
                 continue
             msg.incref()  # held by the merge: acknowledged only once forwarded
-            self.merge.add(msg.topic, msg.partition, result.ts, msg.offset, (ev, result, now))
+            self.merge.add(msg.topic, msg.partition, result.ts, msg.offset, (ev, result, now),
+                           arrived=now)
         await asyncio.gather(*pending)
         await self.forward()
 

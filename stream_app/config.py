@@ -73,10 +73,6 @@ class Settings(BaseSettings):
         5.0, ge=0, description="longest wall-clock wait for a lagging input partition when "
         "merging the input topics in event time (0: no alignment)",
     )
-    align_idle_s: float = Field(
-        0.25, ge=0, description="how long an event waits before it may pass an empty input partition "
-        "that looks caught up (like Kafka Streams' max.task.idle.ms)",
-    )
     model_dir: Path | None = Field(None, description="model artifact directory (attention model)")
     model_cache_users: int = Field(
         10_000, ge=0, description="users whose cached keys/values the worker keeps in memory"

@@ -24,6 +24,12 @@ BATCH_SIZE = Histogram(
     "tracker_batch_events", "Events per micro-batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 5000)
 )
 USERS_TRACKED = Gauge("tracker_users_tracked", "Users whose state this worker holds")
+ALIGNED_EVENTS = Counter(
+    "tracker_aligned_events",
+    "Input events forwarded by the event-time merge: 'aligned' (in event-time order) or "
+    "'max_wait' (a source stayed behind longer than TRACKER_ALIGN_MAX_WAIT_S; order may vary)",
+    ["how"],
+)
 WATERMARK = Gauge("tracker_watermark_ms", "Event-time watermark per partition", ["partition"])
 MODEL_SECONDS = Histogram(
     "tracker_model_seconds", "Model inference time per micro-batch", buckets=LATENCY_BUCKETS
