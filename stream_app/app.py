@@ -123,6 +123,25 @@ def make_faust_app(settings: Settings) -> faust.App:
     return faust.App(settings.app_id, **conf)
 
 
+def aiokafka_consumer(app: faust.App) -> Any:
+    """The aiokafka consumer Faust runs in a thread of its own. Faust exposes a partition's last
+    highwater but not when it was fetched (aiokafka's ``last_poll_timestamp`` tells), and fixes
+    the fetch wait at 1.5 s."""
+    return app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+def set_fetch_wait(app: faust.App, wait_ms: int) -> None:
+    """Set how long the consumer's fetches wait at the broker (read for every fetch request).
+    The embedded broker holds a fetch for the whole wait even when records arrive meanwhile, so
+    Faust's 1.5 s would be added to every hop of a quiet stream."""
+    try:
+        fetcher = aiokafka_consumer(app)._fetcher  # noqa: SLF001
+    except (AssertionError, AttributeError):
+        return  # the consumer is not running yet
+    if fetcher is not None:
+        fetcher._fetch_max_wait_ms = wait_ms  # noqa: SLF001
+
+
 class RecordSender:
     """A batching producer of our own for repartitioned events and outputs.
 
@@ -376,7 +395,7 @@ class Ingest:
         try:
             # The fetcher writes a partition's highwater, then its fetch time: read them in the
             # other order, so a fresh time never comes with an older highwater.
-            fetched_ms = self._aiokafka_consumer().last_poll_timestamp(tp)
+            fetched_ms = aiokafka_consumer(self.app).last_poll_timestamp(tp)
             hw = self.app.consumer.highwater(tp)
         except (AssertionError, AttributeError, KeyError, IllegalStateError):
             return False  # not assigned (yet), or the consumer is not running
@@ -384,11 +403,6 @@ class Ingest:
             return False
         seen = self.last_offset.get((topic, partition))
         return hw == 0 if seen is None else seen + 1 >= hw
-
-    def _aiokafka_consumer(self) -> Any:
-        """Faust runs an aiokafka consumer in a thread of its own and exposes a partition's last
-        highwater but not when it was fetched; aiokafka's ``last_poll_timestamp`` tells."""
-        return self.app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]  # noqa: SLF001
 
     async def on_batch(self, batch: Sequence[EventT]) -> None:
         now = time.time()
@@ -480,6 +494,13 @@ def build_app(settings: Settings) -> TrackerApp:
         """Forward aligned events once their sources caught up (or waited long enough)."""
         if len(ingest_logic.merge):
             await ingest_logic.forward()
+
+    fetch_wait_ms = settings.effective_fetch_wait_ms()
+    if fetch_wait_ms is not None:
+        @app.timer(1.0)
+        async def keep_fetch_wait() -> None:
+            """Applied once the consumer runs, and again if it is re-created."""
+            set_fetch_wait(app, fetch_wait_ms)
 
     @app.agent(by_user, name="track")
     async def track(stream: faust.StreamT) -> None:

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     recommendations_k: int = Field(10, ge=1, le=200)
     batch_max: int = Field(1000, ge=1, description="micro-batch size (events)")
     batch_within_s: float = Field(0.05, gt=0, description="micro-batch wait (seconds)")
+    fetch_wait_ms: int | None = Field(
+        None, ge=1, le=60_000, description="longest time a fetch waits at the broker for data; "
+        "unset: 100 ms on the embedded broker (which holds every fetch that long even when data "
+        "arrives), Faust's 1500 ms on Apache Kafka (which answers as soon as data arrives)",
+    )
     align_max_wait_s: float = Field(
         5.0, ge=0, description="longest wall-clock wait for a lagging input partition when "
         "merging the input topics in event time (0: no alignment)",
@@ -86,6 +91,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9108, description="Prometheus /metrics; 0 disables")
     web_port: int = Field(6066, description="Faust web server (table views)")
     log_level: str = "info"
+
+    def effective_fetch_wait_ms(self) -> int | None:
+        """The fetch wait to set on the worker's consumer (None: keep Faust's)."""
+        if self.fetch_wait_ms is not None:
+            return self.fetch_wait_ms
+        return 100 if self.broker_profile == "embedded" else None
 
     def event_topics(self) -> dict[str, str]:
         """Kafka topic name -> event type (click, browse, purchase)."""
