@@ -72,7 +72,7 @@ def main() -> None:
                      "category": rng.integers(2, len(rt.categories), (B, L)),
                      "type": rng.integers(1, 4, (B, L)), "gap": rng.integers(1, 32, (B, L)),
                      "hour": rng.integers(1, 25, (B, L)), "count": rng.integers(1, 24, (B, L)),
-                     "age": rng.integers(1, 128, (B, L))}
+                     "age": rng.integers(1, 128, (B, L)), "pace": rng.integers(1, 80, (B, L))}
             win_feeds = feats | {"length": np.full(B, L, np.int64)}
             kv = rt.window.run(["kv"], win_feeds)[0]
             step_feeds = {k: v[:, -1] for k, v in feats.items()} | {

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from export.baselines import Baselines, fit_churn_baseline, history_pairs
-from export.metrics import churn_metrics, hr_ndcg, target_ranks
+from export.metrics import churn_metrics, hr_ndcg, ndcg_gains, paired_bootstrap, target_ranks
 from export.model import CHURN_FEATURES, InterestModel, ranking_scores
 from export.prepare import PreparedData
 from export.splits import TRAIN
@@ -95,33 +95,64 @@ def evaluate(model: InterestModel, data: PreparedData, role: int, exclude_histor
         return ranking_scores(model.category_probs(h_item[rows], ctx_cats[rows], length[rows])).numpy()
 
     results: dict[str, dict[str, float]] = {"model": {}}
-    item_ranks = _ranks(model_items, data, pts, data.next_item[pts], exclude)
-    category_ranks = _ranks(model_cats, data, pts, data.next_category[pts], None)
-    results["model"].update(_metrics("item", item_ranks) | _metrics("category", category_ranks))
+    ranks: dict[str, dict[str, np.ndarray]] = {"item": {}, "category": {}}  # target -> scorer -> ranks
+    ranks["item"]["model"] = _ranks(model_items, data, pts, data.next_item[pts], exclude)
+    ranks["category"]["model"] = _ranks(model_cats, data, pts, data.next_category[pts], None)
     churn_pts = np.nonzero(split.churn_role == role)[0]
     labels = split.churn_label[churn_pts]
+    churn_probs: dict[str, np.ndarray] = {}
     if len(churn_pts):
         with torch.no_grad():
-            logit = churn_logits(model, data, churn_pts)
-        results["model"].update({f"churn_{k}": v for k, v in
-                                 churn_metrics(labels, torch.sigmoid(logit).numpy()).items()})
-    if not baselines:
-        return results
-    L = data.spec.window_length
-    ib = Baselines(data.table, data.item_index, len(data.items), split.train_events, L)
-    cb = Baselines(data.table, data.category_index, len(data.categories), split.train_events, L)
-    for name, fn in (("popularity", ib.popularity), ("repeat_last", ib.repeat_last),
-                     ("cooccurrence", ib.cooccurrence)):
-        r = _ranks(lambda _, p, fn=fn: fn(p), data, pts, data.next_item[pts], exclude)
-        results.setdefault(name, {}).update(_metrics("item", r))
-    for name, fn in (("popularity", cb.popularity), ("repeat_last", cb.repeat_last),
-                     ("cooccurrence", cb.cooccurrence), ("user_frequency", cb.frequency)):
-        r = _ranks(lambda _, p, fn=fn: fn(p), data, pts, data.next_category[pts], None)
-        results.setdefault(name, {}).update(_metrics("category", r))
-    train_pts = np.nonzero(split.churn_role == TRAIN)[0]
-    if len(churn_pts) and len(np.unique(split.churn_label[train_pts])) == 2:
-        predict = fit_churn_baseline(data.table, train_pts, split.churn_label[train_pts])
-        results["recency_frequency"] = {f"churn_{k}": v
-                                        for k, v in churn_metrics(labels, predict(churn_pts)).items()}
+            churn_probs["model"] = torch.sigmoid(churn_logits(model, data, churn_pts)).numpy()
+    if baselines:
+        L = data.spec.window_length
+        ib = Baselines(data.table, data.item_index, len(data.items), split.train_events, L)
+        cb = Baselines(data.table, data.category_index, len(data.categories), split.train_events, L)
+        for name, fn in (("popularity", ib.popularity), ("repeat_last", ib.repeat_last),
+                         ("cooccurrence", ib.cooccurrence)):
+            ranks["item"][name] = _ranks(lambda _, p, fn=fn: fn(p), data, pts, data.next_item[pts], exclude)
+        for name, fn in (("popularity", cb.popularity), ("repeat_last", cb.repeat_last),
+                         ("cooccurrence", cb.cooccurrence), ("user_frequency", cb.frequency)):
+            ranks["category"][name] = _ranks(lambda _, p, fn=fn: fn(p), data, pts, data.next_category[pts],
+                                             None)
+        train_pts = np.nonzero(split.churn_role == TRAIN)[0]
+        if len(churn_pts) and len(np.unique(split.churn_label[train_pts])) == 2:
+            predict = fit_churn_baseline(data.table, train_pts, split.churn_label[train_pts])
+            churn_probs["recency_frequency"] = predict(churn_pts)
+    for target, by_scorer in ranks.items():
+        for name, r in by_scorer.items():
+            results.setdefault(name, {}).update(_metrics(target, r))
+    for name, prob in churn_probs.items():
+        results.setdefault(name, {}).update({f"churn_{k}": v for k, v in churn_metrics(labels, prob).items()})
+    if baselines:
+        results["_comparison"] = compare_with_best_baseline(ranks, labels, churn_probs)
     results["_points"] = {"targets": float(len(pts)), "churn_points": float(len(churn_pts))}
     return results
+
+
+def compare_with_best_baseline(ranks: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
+                               churn_probs: dict[str, np.ndarray]) -> dict[str, dict[str, object]]:
+    """The model's margin over the best baseline of each headline metric, with a paired bootstrap
+    95% interval over the same test points (how much of the margin is luck of the sample)."""
+    out: dict[str, dict[str, object]] = {}
+    for target, by_scorer in ranks.items():
+        gains = {name: ndcg_gains(r) for name, r in by_scorer.items() if len(r)}
+        rivals = [n for n in gains if n != "model"]
+        if "model" not in gains or not rivals:
+            continue
+        best = max(rivals, key=lambda n: gains[n].mean())
+        m, b = gains["model"], gains[best]
+        out[f"{target}_ndcg@10"] = {"baseline": best, **paired_bootstrap(
+            lambda idx, m=m, b=b: float(m[idx].mean() - b[idx].mean()), len(m))}
+    if {"model", "recency_frequency"} <= churn_probs.keys() and len(np.unique(labels)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        m, b = churn_probs["model"], churn_probs["recency_frequency"]
+
+        def auc_difference(idx: np.ndarray) -> float:
+            if labels[idx].min() == labels[idx].max():
+                return float("nan")
+            return float(roc_auc_score(labels[idx], m[idx]) - roc_auc_score(labels[idx], b[idx]))
+
+        out["churn_roc_auc"] = {"baseline": "recency_frequency", **paired_bootstrap(auc_difference, len(m))}
+    return out

@@ -1,6 +1,9 @@
-"""Full-ranking metrics with one target per point, and churn ROC-AUC / PR-AUC."""
+"""Full-ranking metrics with one target per point, churn ROC-AUC / PR-AUC, and paired bootstrap
+intervals for the model's margin over a baseline."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -13,11 +16,26 @@ def target_ranks(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
     return (scores > t).sum(1) + (scores == t).sum(1) - 1
 
 
+def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each point's NDCG@k (one relevant target: 1 / log2(rank + 2) inside the top k, else 0)."""
+    return np.where(ranks < k, 1.0 / np.log2(np.minimum(ranks, k) + 2.0), 0.0)
+
+
 def hr_ndcg(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
-    hit = ranks < k
-    gain = np.where(hit, 1.0 / np.log2(np.minimum(ranks, k) + 2.0), 0.0)
-    return {f"hr@{k}": float(hit.mean()) if len(ranks) else float("nan"),
-            f"ndcg@{k}": float(gain.mean()) if len(ranks) else float("nan")}
+    return {f"hr@{k}": float((ranks < k).mean()) if len(ranks) else float("nan"),
+            f"ndcg@{k}": float(ndcg_gains(ranks, k).mean()) if len(ranks) else float("nan")}
+
+
+def paired_bootstrap(difference: Callable[[np.ndarray], float], n_points: int, resamples: int = 1000,
+                     seed: int = 0) -> dict[str, float]:
+    """How sure a difference between two scorers on the same points is: ``difference(idx)`` is
+    model minus baseline on the points ``idx``; resampled points, both scorers on each resample."""
+    rng = np.random.default_rng(seed)
+    d = np.array([difference(rng.integers(0, n_points, n_points)) for _ in range(resamples)])
+    d = d[~np.isnan(d)]
+    return {"difference": float(difference(np.arange(n_points))),
+            "ci95_low": float(np.quantile(d, 0.025)), "ci95_high": float(np.quantile(d, 0.975)),
+            "share_model_better": float((d > 0).mean())}
 
 
 def churn_metrics(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:

@@ -9,8 +9,8 @@ state at the newest position is the user interest vector ``h``. From it:
   attention from ``h`` over the context's own entries (keys: the same embeddings, plus a learned bias
   per recency). Users repeat themselves (Taobao categories: the next category is often a recent one)
   and the gate ``g`` learns how much;
-- the churn probability: a linear function of the newest event's count, gap and user-age buckets
-  read as numbers (log scales: the recency/frequency signal, monotone, so it survives the shift
+- the churn probability: a linear function of the newest event's count, gap, user-age and pace
+  buckets read as numbers (log scales: the recency/frequency signal, monotone, so it survives the shift
   between a short training period and later ones) plus an MLP on ``h``.
 
 :class:`WindowGraph` and :class:`StepGraph` are the two exported computations.
@@ -27,7 +27,7 @@ from torch import nn
 
 from stream_app.features import CONTEXT_START, FEATURE_NAMES, FeatureSpec
 
-CHURN_FEATURES = ("count", "gap", "age")  # read as numbers: monotone in log count / gap / user age
+CHURN_FEATURES = ("count", "gap", "age", "pace")  # read as numbers: log count / gap / user age / pace
 NEG = -1e4  # score of PAD / UNKNOWN items and categories: never ranked, never a softmax target
 
 
@@ -41,6 +41,7 @@ class ModelConfig:
     hour_buckets: int = 24
     count_buckets: int = 80
     age_buckets: int = 128
+    pace_buckets: int = 112
     d_model: int = 64
     n_heads: int = 2
     n_layers: int = 2
@@ -54,7 +55,8 @@ class ModelConfig:
     def for_spec(cls, spec: FeatureSpec, n_items: int, n_categories: int, **kw: object) -> ModelConfig:
         return cls(n_items=n_items, n_categories=n_categories, window_length=spec.window_length,
                    n_types=spec.n_types, gap_buckets=spec.gap_buckets, hour_buckets=spec.hour_buckets,
-                   count_buckets=spec.count_buckets, age_buckets=spec.age_buckets, **kw)  # type: ignore[arg-type]
+                   count_buckets=spec.count_buckets, age_buckets=spec.age_buckets,
+                   pace_buckets=spec.pace_buckets, **kw)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -209,6 +211,7 @@ class InterestModel(nn.Module):
         self.hour_emb = nn.Embedding(cfg.hour_buckets + 1, d, padding_idx=0)
         self.count_emb = nn.Embedding(cfg.count_buckets, d, padding_idx=0)
         self.age_emb = nn.Embedding(cfg.age_buckets, d, padding_idx=0)
+        self.pace_emb = nn.Embedding(cfg.pace_buckets, d, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.window_length, d)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(d)
@@ -222,7 +225,7 @@ class InterestModel(nn.Module):
         nn.init.zeros_(self.churn_head[2].weight)  # start as the linear recency/frequency part alone
         self.drop = nn.Dropout(cfg.dropout)
         for emb in (self.item_emb, self.cat_emb, self.type_emb, self.gap_emb, self.hour_emb, self.count_emb,
-                    self.age_emb, self.pos_emb):
+                    self.age_emb, self.pace_emb, self.pos_emb):
             nn.init.normal_(emb.weight, std=0.05)
         causal = torch.full((cfg.window_length, cfg.window_length), float(NEG)).triu(1)
         self.register_buffer("causal_mask", causal, persistent=False)
@@ -236,7 +239,7 @@ class InterestModel(nn.Module):
     def embed(self, f: dict[str, torch.Tensor], pos: torch.Tensor) -> torch.Tensor:
         x = (self.item_emb(f["item"]) + self.cat_emb(f["category"]) + self.type_emb(f["type"])
              + self.gap_emb(f["gap"]) + self.hour_emb(f["hour"]) + self.count_emb(f["count"])
-             + self.age_emb(f["age"]) + self.pos_emb(pos))
+             + self.age_emb(f["age"]) + self.pace_emb(f["pace"]) + self.pos_emb(pos))
         return self.drop(x)
 
     def encode(self, f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,9 +313,10 @@ class WindowGraph(_Outputs):
     """Full context: inputs (B, L) per feature and lengths (B,) -> outputs and the cache."""
 
     def forward(self, item: torch.Tensor, category: torch.Tensor, type: torch.Tensor, gap: torch.Tensor,
-                hour: torch.Tensor, count: torch.Tensor, age: torch.Tensor, length: torch.Tensor
+                hour: torch.Tensor, count: torch.Tensor, age: torch.Tensor, pace: torch.Tensor,
+                length: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour, count, age), strict=True))
+        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour, count, age, pace), strict=True))
         hidden, kv = self.model.encode(f)
         newest_pos = (length - 1).clamp(min=0)
         h = torch.gather(hidden, 1, newest_pos.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
@@ -326,10 +330,11 @@ class StepGraph(_Outputs):
     the new position's keys/values."""
 
     def forward(self, item: torch.Tensor, category: torch.Tensor, type: torch.Tensor, gap: torch.Tensor,
-                hour: torch.Tensor, count: torch.Tensor, age: torch.Tensor, position: torch.Tensor,
+                hour: torch.Tensor, count: torch.Tensor, age: torch.Tensor, pace: torch.Tensor,
+                position: torch.Tensor,
                 past_kv: torch.Tensor, context_item: torch.Tensor, context_category: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour, count, age), strict=True))
+        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour, count, age, pace), strict=True))
         h, new_kv = self.model.step(f, position, past_kv)
         return (*self.heads(h, context_item, context_category, position + 1, f), new_kv)
 

@@ -23,6 +23,17 @@ def _table(results: dict[str, dict[str, float]], rows: tuple[str, ...], metrics:
     return "\n".join(lines)
 
 
+def _comparison(comp: dict[str, dict]) -> str:
+    if not comp:
+        return "no baseline to compare with"
+    lines = ["| metric | best baseline | model − baseline | 95% interval | resamples where the model wins |",
+             "|---|---|---|---|---|"]
+    for metric, c in comp.items():
+        lines.append(f"| {metric} | {c['baseline']} | {c['difference']:+.4f} | "
+                     f"[{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}] | {c['share_model_better']:.1%} |")
+    return "\n".join(lines)
+
+
 def markdown(report: dict) -> str:
     res = report["test"]
     split = report["split"]
@@ -48,6 +59,9 @@ def markdown(report: dict) -> str:
         "## Churn (no event within H)",
         _table(res, CHURN_ROWS, ("churn_roc_auc", "churn_pr_auc", "churn_positive_rate"))
         if "recency_frequency" in res else "not evaluated under this split (no held-out churn points)",
+        "",
+        "## Model vs the best baseline (paired bootstrap over the test points, 1,000 resamples)",
+        _comparison(res.get("_comparison", {})),
         "",
         "## Training",
         f"best epoch {report['training']['best_epoch']} of {len(report['training']['curve'])}, "

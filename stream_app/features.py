@@ -7,14 +7,15 @@ the same history.
 A window is a list of ``(item_id, category_id, type_code, ts_ms)`` tuples, oldest first.
 
 Per event: item, category, event type, the time gap to its predecessor in the context, the UTC hour,
-the user's event count at that event and the time since the user's first event (log2 scale, the
-last two in quarter octaves). None of them changes when a later event arrives.
+the user's event count at that event, the time since the user's first event, and the user's recent
+pace: the mean gap over the (up to) ``pace_events`` gaps before it in the context (log2 scale, the
+last three in quarter octaves). None of them changes when a later event arrives.
 
 Context rule (what makes one-event incremental updates exact): the model sees the events since a
 reset point that depends only on the user's event count ``n``. With window length ``L`` and
 ``h = L // 2``, the context is all ``n`` events while ``n <= L``; after that it is reset to the last
 ``h + 1`` events and grows by one per event up to ``L`` again, and so on. Positions are absolute
-within the context and every feature of an event depends only on that event and its predecessor in
+within the context and every feature of an event depends only on that event and its predecessors in
 the context, so appending an event never changes what was computed for earlier positions: the new
 position can be computed from the cached keys/values, and a full recompute is needed once per
 ``L - h`` events (see :func:`is_incremental`).
@@ -34,7 +35,7 @@ WindowEvent = tuple[str, str | None, int, int]  # (item_id, category_id, type_co
 PAD = 0  # index of padding in every vocabulary and feature
 UNKNOWN = 1  # unknown / rare item, unknown or missing category
 CONTEXT_START = 1  # gap bucket of the first event in a context (its predecessor is not visible)
-FEATURE_NAMES = ("item", "category", "type", "gap", "hour", "count", "age")
+FEATURE_NAMES = ("item", "category", "type", "gap", "hour", "count", "age", "pace")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,11 @@ class FeatureSpec:
     hour_buckets: int = 24  # UTC hour of day + 1 (0 is PAD)
     count_buckets: int = 80  # 1 + floor(4 * log2(the user's event count at that event)), capped
     age_buckets: int = 128  # 1 + floor(4 * log2(1 + seconds since the user's first event)), capped
-    version: int = 3  # bump when the encoding below changes
+    # PAD, CONTEXT_START, then 2 + floor(4 * log2(1 + mean gap in seconds over the last pace_events
+    # gaps of the context)), capped: how fast the user has been coming back lately (churn's best cue)
+    pace_events: int = 20
+    pace_buckets: int = 112
+    version: int = 4  # bump when the encoding below changes
 
     @property
     def half(self) -> int:
@@ -100,6 +105,18 @@ def is_incremental(n_events: int, window_length: int) -> bool:
 def gap_bucket(gap_ms: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     seconds = np.maximum(gap_ms, 0) / 1000.0
     return np.minimum(2 + np.floor(np.log2(1.0 + seconds)), spec.gap_buckets - 1).astype(np.int64)
+
+
+def pace_buckets(ts: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Pace of each event of a context (times ``ts``, oldest first): its mean gap over the last
+    ``pace_events`` gaps before it in the context; CONTEXT_START for the first event."""
+    pos = np.arange(len(ts))
+    start = np.maximum(pos - spec.pace_events, 0)
+    n_gaps = np.maximum(pos - start, 1)
+    mean_s = np.maximum(ts - ts[start], 0) / 1000.0 / n_gaps
+    out = np.minimum(2 + np.floor(4 * np.log2(1.0 + mean_s)), spec.pace_buckets - 1).astype(np.int64)
+    out[0] = CONTEXT_START
+    return out
 
 
 @dataclass
@@ -155,6 +172,7 @@ def encode_windows(
         ts = np.fromiter((e[3] for e in ctx), np.int64, c)
         out["gap"][b, 0] = CONTEXT_START
         out["gap"][b, 1:c] = gap_bucket(np.diff(ts), spec)
+        out["pace"][b, :c] = pace_buckets(ts, spec)
         out["hour"][b, :c] = (ts // 3_600_000) % 24 + 1
         counts = np.arange(n - c + 1, n + 1)
         out["count"][b, :c] = np.minimum(1 + np.floor(4 * np.log2(counts)), spec.count_buckets - 1)

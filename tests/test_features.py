@@ -18,6 +18,7 @@ from stream_app.features import (
     encode_window,
     encode_windows,
     is_incremental,
+    pace_buckets,
 )
 
 
@@ -50,13 +51,25 @@ def test_encoding() -> None:
     # event (1 + floor(4 log2(1 + s))): 0 s -> 1, 1 s -> 5, 7201 s -> 52
     assert f["count"].tolist() == [[1, 5, 7, 0]]
     assert f["age"].tolist() == [[1, 5, 52, 0]]
+    # pace: 2 + floor(4 log2(1 + mean gap in seconds over the last pace_events gaps)): 1 s -> 6,
+    # (1 + 7200) / 2 s -> 2 + floor(4 log2 3601.5) = 49
+    assert f["pace"].tolist() == [[CONTEXT_START, 6, 49, 0]]
     assert {k: v.tolist() for k, v in enc.at_last().items()} == {
-        "item": [3], "category": [2], "type": [1], "gap": [14], "hour": [8], "count": [7], "age": [52]}
+        "item": [3], "category": [2], "type": [1], "gap": [14], "hour": [8], "count": [7], "age": [52],
+        "pace": [49]}
     later = encode_window(window, items, cats, spec, n_events=999, first_ts=0)  # a long-time user
     assert later.features["count"].tolist() == [[40, 40, 40, 0]]
     assert later.features["age"].tolist() == [[57, 57, 59, 0]]  # 5 h to 7 h after the first event
     with pytest.raises(ValueError, match="first_ts"):
         encode_window(window, items, cats, spec, n_events=999)  # the window is not the whole history
+
+
+def test_pace_is_the_recent_mean_gap() -> None:
+    """Only the last ``pace_events`` gaps count: a user who slowed down has a slow pace."""
+    spec = FeatureSpec(window_length=8, pace_events=2)
+    ts = np.array([0, 1, 2, 3, 1003, 2003]) * 1000  # 1 s gaps, then 1000 s gaps
+    # 1 s -> 6; (1 s + 1000 s) / 2 -> 2 + floor(4 log2 501.5) = 37; 1000 s -> 2 + floor(4 log2 1001) = 41
+    assert pace_buckets(ts, spec).tolist() == [CONTEXT_START, 6, 6, 6, 37, 41]
 
 
 def test_event_count_selects_the_context() -> None:
