@@ -44,14 +44,16 @@ class EventTable:
 
 
 def file_fingerprint(path: Path) -> str:
-    """sha256 of the file (or of a folder's files in name order)."""
+    """sha256 of the file, as ``sha256sum`` prints it (so it can be checked against a published
+    SHA256SUMS); for a folder, sha256 of its files' ``sha256sum`` lines in name order."""
+    if path.is_dir():
+        lines = "".join(f"{file_fingerprint(f)}  {f.name}\n"
+                        for f in sorted(p for p in path.iterdir() if p.is_file()))
+        return hashlib.sha256(lines.encode()).hexdigest()
     h = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
     return h.hexdigest()
 
 

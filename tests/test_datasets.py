@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -134,3 +135,16 @@ def test_recording_events_with_rejections_and_cut(tmp_path: Path) -> None:
     report = LoadReport(str(cut), "recording")
     list(read_dataset(cut, report=report))
     assert report.bad_lines >= 1 and "partial" in report.bad_examples[-1][1]
+
+
+def test_training_data_fingerprint_is_the_published_sha256() -> None:
+    """The artifact's training-data fingerprint can be checked against ../shared/data/SHA256SUMS."""
+    from export.data import file_fingerprint
+
+    path = shared_data("taobao/UserBehavior_head84k.csv")
+    sums = dict(reversed(line.split("  ./", 1)) for line in
+                (path.parent.parent / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert file_fingerprint(path) == sums["taobao/UserBehavior_head84k.csv"]
+    folder = shared_data("diginetica/train-purchases.csv").parent
+    manifest = "".join(f"{sums['diginetica/' + f.name]}  {f.name}\n" for f in sorted(folder.iterdir()))
+    assert file_fingerprint(folder) == hashlib.sha256(manifest.encode()).hexdigest()
