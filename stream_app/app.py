@@ -402,7 +402,13 @@ class Ingest:
         if fetched_ms is None or fetched_ms <= since * 1000 or hw is None or hw < 0:
             return False
         seen = self.last_offset.get((topic, partition))
-        return hw == 0 if seen is None else seen + 1 >= hw
+        if seen is None:
+            # Nothing read from it by this process: caught up if nothing lies past where reading
+            # starts, the group's committed offset (Faust keeps it as the next offset to read).
+            # Without it a quiet partition would hold the merge for max_wait after every restart.
+            start = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # noqa: SLF001
+            return hw <= (start or 0)
+        return seen + 1 >= hw
 
     async def on_batch(self, batch: Sequence[EventT]) -> None:
         now = time.time()

@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from stream_app.broker import free_port
 from stream_app.config import Settings
 from stream_app.events import Event
 from stream_app.state import UserState
 from tests.conftest import shared_data
 from tests.expected import assert_windows_match, expected_by_user, taobao_events
-from tests.streaming import WorkerProcess, json_values, local_states, produce, read_topic
+from tests.streaming import WorkerProcess, json_values, local_states, produce, read_topic, scrape
 from tests.test_worker_e2e import assert_state_matches
 
 pytestmark = pytest.mark.broker
@@ -124,3 +126,36 @@ def local_partitions(settings: Settings) -> set[int]:
     from stream_app.app import partition_for_user
 
     return {partition_for_user(u, settings.partitions) for u in local_states(settings)}
+
+
+def test_restart_does_not_hold_events_behind_quiet_inputs(settings: Settings, tmp_path: Path) -> None:
+    """After a restart, input partitions already read to their committed end count as caught up:
+    a new event passes the event-time merge at once, in order, instead of after
+    TRACKER_ALIGN_MAX_WAIT_S and counted as released by ``max_wait``."""
+    port = free_port()
+    s = settings.model_copy(update={"metrics_port": port})
+    t0 = int(time.time() * 1000) - 3_600_000
+    before = [Event(f"e{i}", "u1", f"i{i}", "c1", t0 + i * 1000, kind)  # type: ignore[arg-type]
+              for i, kind in enumerate(("click", "browse", "purchase"))]
+    worker = WorkerProcess(s, tmp_path / "first.log").start()
+    try:
+        asyncio.run(produce(s, before))
+        asyncio.run(wait_until_applied(s, before))
+        time.sleep(4)  # Faust commits input offsets every 2.8 s
+    finally:
+        worker.stop()
+    worker = WorkerProcess(s, tmp_path / "second.log").start()
+    try:
+        deadline = time.monotonic() + 90
+        while "[^Worker]: Ready" not in worker.log():
+            assert time.monotonic() < deadline and worker.alive, worker.log()[-3000:]
+            time.sleep(0.5)
+        later = [Event("e9", "u1", "i9", "c1", t0 + 60_000, "click")]
+        asyncio.run(produce(s, later))
+        asyncio.run(wait_until_applied(s, before + later))
+        metrics = scrape(port)
+    finally:
+        worker.stop()
+    released = {dict(labels)["how"]: v for (name, labels), v in metrics.items()
+                if name == "tracker_aligned_events_total"}
+    assert released.get("max_wait", 0) == 0 and released.get("aligned") == 1, released

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from export.prepare import prepare
 from export.splits import SplitSpec
@@ -24,7 +22,7 @@ from stream_app.schemas import validator
 from tests.artifacts import tiny_artifact
 from tests.conftest import shared_data
 from tests.expected import CODE, taobao_events
-from tests.streaming import WorkerProcess, produce, read_topic
+from tests.streaming import WorkerProcess, produce, read_topic, scrape
 
 pytestmark = pytest.mark.broker
 L = 8
@@ -37,12 +35,6 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = prepare(shared_data("taobao/UserBehavior_10k.csv"), SplitSpec("time"),
                    FeatureSpec(window_length=L), min_item_count=2, progress=False)
     return tiny_artifact(data, tmp_path_factory.mktemp("artifact"))
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def test_worker_recommendations_equal_full_window_inference(
