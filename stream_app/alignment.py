@@ -43,23 +43,23 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 SortKey = tuple[int, int, int]  # event time, topic rank, offset
 
-# caught_up(topic, partition, since): nothing of that partition is left to fetch according to a
-# fetch response received after ``since`` (seconds, the merge's clock).
-CaughtUp = Callable[[str, int, float], bool]
+# caught_up_at(topic, partition): when (seconds, the merge's clock) the newest fetch response
+# covering that partition was received, if it showed nothing left to read; None otherwise.
+CaughtUpAt = Callable[[str, int], float | None]
 
 
 class EventTimeMerge(Generic[T]):
     """Per-partition merge of the input topics in (event time, topic rank, offset) order.
 
     ``clock`` (wall-clock seconds by default) stamps arrivals and measures ``max_wait_s``; it must
-    be the clock ``caught_up`` compares its fetch times with. ``on_release(how)`` is called per
+    be the clock of ``caught_up_at``'s fetch times. ``on_release(how)`` is called per
     forwarded event with ``"aligned"`` or ``"max_wait"``."""
 
-    def __init__(self, topic_rank: dict[str, int], caught_up: CaughtUp, max_wait_s: float,
+    def __init__(self, topic_rank: dict[str, int], caught_up_at: CaughtUpAt, max_wait_s: float,
                  clock: Callable[[], float] = time.time,
                  on_release: Callable[[str], None] | None = None):
         self.topic_rank = topic_rank
-        self.caught_up = caught_up
+        self.caught_up_at = caught_up_at
         self.max_wait_s = max_wait_s
         self.clock = clock
         self.on_release = on_release
@@ -88,6 +88,9 @@ class EventTimeMerge(Generic[T]):
         out: list[T] = []
         for p in sorted({p for _, p in self._queues}):
             heads = [(t, p) for t in self.topic_rank]
+            # asked once per source and call (not per event): an answer about the fetch at time F
+            # stays true of F, and events are delivered only between calls
+            as_of: dict[tuple[str, int], float | None] = {}
             while True:
                 held = [tp for tp in heads if self._queues.get(tp)]
                 if not held:
@@ -95,8 +98,15 @@ class EventTimeMerge(Generic[T]):
                     break
                 best = min(held, key=lambda tp: self._queues[tp][0][0])
                 arrived = self._queues[best][0][1]
-                behind = [tp for tp in heads
-                          if not self._queues.get(tp) and not self.caught_up(*tp, arrived)]
+                behind = []
+                for tp in heads:
+                    if self._queues.get(tp):
+                        continue
+                    if tp not in as_of:
+                        as_of[tp] = self.caught_up_at(*tp)
+                    fetched = as_of[tp]
+                    if fetched is None or fetched <= arrived:  # a fetch newer than the head is needed
+                        behind.append(tp)
                 if behind:
                     since = self._blocked_since.setdefault(p, now)
                     if now - since < self.max_wait_s:

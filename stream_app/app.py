@@ -384,13 +384,13 @@ class Ingest:
         rank = {t: i for i, t in enumerate(self.type_by_topic)}
         self.last_offset: dict[tuple[str, int], int] = {}
         self.merge: EventTimeMerge[tuple[EventT, Event, float]] = EventTimeMerge(
-            rank, self.caught_up, settings.align_max_wait_s, clock=time.time,
+            rank, self.caught_up_at, settings.align_max_wait_s, clock=time.time,
             on_release=lambda how: metrics.ALIGNED_EVENTS.labels(how).inc())
         self.lock = asyncio.Lock()
 
-    def caught_up(self, topic: str, partition: int, since: float) -> bool:
-        """Nothing of this input partition is left to fetch, according to a fetch response the
-        consumer received after ``since`` (wall-clock seconds; see stream_app/alignment.py)."""
+    def caught_up_at(self, topic: str, partition: int) -> float | None:
+        """When (wall-clock seconds) the consumer received the newest fetch response covering this
+        input partition, if it shows nothing left to read; None otherwise (see alignment.py)."""
         tp = TP(topic, partition)
         try:
             # The fetcher writes a partition's highwater, then its fetch time: read them in the
@@ -398,17 +398,19 @@ class Ingest:
             fetched_ms = aiokafka_consumer(self.app).last_poll_timestamp(tp)
             hw = self.app.consumer.highwater(tp)
         except (AssertionError, AttributeError, KeyError, IllegalStateError):
-            return False  # not assigned (yet), or the consumer is not running
-        if fetched_ms is None or fetched_ms <= since * 1000 or hw is None or hw < 0:
-            return False
+            return None  # not assigned (yet), or the consumer is not running
+        if fetched_ms is None or hw is None or hw < 0:
+            return None
         seen = self.last_offset.get((topic, partition))
         if seen is None:
             # Nothing read from it by this process: caught up if nothing lies past where reading
             # starts, the group's committed offset (Faust keeps it as the next offset to read).
             # Without it a quiet partition would hold the merge for max_wait after every restart.
             start = self.app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]  # noqa: SLF001
-            return hw <= (start or 0)
-        return seen + 1 >= hw
+            caught = hw <= (start or 0)
+        else:
+            caught = seen + 1 >= hw
+        return fetched_ms / 1000 if caught else None
 
     async def on_batch(self, batch: Sequence[EventT]) -> None:
         now = time.time()

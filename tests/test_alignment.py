@@ -3,6 +3,8 @@ tests/test_replay_worker.py)."""
 
 from __future__ import annotations
 
+import math
+
 from stream_app.alignment import EventTimeMerge
 from stream_app.config import Settings
 
@@ -22,14 +24,14 @@ class Fetches:
             self.fetched_at[tp] = at
             self.caught[tp] = caught.get(tp[0], self.caught[tp])
 
-    def caught_up(self, topic: str, partition: int, since: float) -> bool:
+    def caught_up_at(self, topic: str, partition: int) -> float | None:
         tp = (topic, partition)
-        return self.caught.get(tp, False) and self.fetched_at.get(tp, -1.0) > since
+        return self.fetched_at.get(tp) if self.caught.get(tp, False) else None
 
 
 def test_merges_heads_in_event_time_and_waits_for_a_lagging_source() -> None:
     f = Fetches({("clicks", 0): False, ("browses", 0): True, ("purchases", 0): True})
-    merge: EventTimeMerge[str] = EventTimeMerge(RANK, f.caught_up, max_wait_s=5)
+    merge: EventTimeMerge[str] = EventTimeMerge(RANK, f.caught_up_at, max_wait_s=5)
     merge.add("browses", 0, ts=30, offset=0, item="b30", arrived=0.0)
     merge.add("purchases", 0, ts=10, offset=0, item="p10", arrived=0.0)
     f.fetch(0.5)
@@ -42,7 +44,7 @@ def test_merges_heads_in_event_time_and_waits_for_a_lagging_source() -> None:
 
 
 def test_equal_times_break_ties_by_topic_then_offset() -> None:
-    merge: EventTimeMerge[str] = EventTimeMerge(RANK, lambda t, p, since: True, max_wait_s=5)
+    merge: EventTimeMerge[str] = EventTimeMerge(RANK, lambda t, p: math.inf, max_wait_s=5)
     merge.add("purchases", 1, ts=5, offset=0, item="p", arrived=0.0)
     merge.add("browses", 1, ts=5, offset=7, item="b7", arrived=0.0)
     merge.add("browses", 1, ts=5, offset=8, item="b8", arrived=0.0)
@@ -52,7 +54,7 @@ def test_equal_times_break_ties_by_topic_then_offset() -> None:
 
 def test_gives_up_waiting_after_max_wait_and_drops_revoked_partitions() -> None:
     released: list[str] = []
-    merge: EventTimeMerge[str] = EventTimeMerge(RANK, lambda t, p, since: False, max_wait_s=2,
+    merge: EventTimeMerge[str] = EventTimeMerge(RANK, lambda t, p: None, max_wait_s=2,
                                                 on_release=released.append)
     merge.add("browses", 0, ts=1, offset=0, item="b", arrived=0.0)
     merge.add("browses", 3, ts=1, offset=0, item="x", arrived=0.0)
@@ -71,7 +73,7 @@ def test_a_quiet_source_is_passed_only_after_a_fetch_newer_than_the_event() -> N
     answered after it arrived, however long that takes (within max_wait_s)."""
     f = Fetches({("clicks", 0): True, ("browses", 0): True, ("purchases", 0): True}, at=9.0)
     released: list[str] = []
-    merge: EventTimeMerge[str] = EventTimeMerge(RANK, f.caught_up, max_wait_s=5,
+    merge: EventTimeMerge[str] = EventTimeMerge(RANK, f.caught_up_at, max_wait_s=5,
                                                 on_release=released.append)
     merge.add("browses", 0, ts=50, offset=0, item="b50", arrived=10.0)
     assert merge.ready(now=10.9) == []  # stale: 0.9 s later still no newer fetch of clicks
