@@ -354,7 +354,7 @@ class Tracker:
         return orjson.dumps(value)
 
     def churn_warning(self, user: bytes, state: UserState) -> bytes:
-        detected = self.churn.deadline(state)
+        detected = state.churn_warned_at  # the deadline, stamped when the warning was decided
         return orjson.dumps({
             "user_id": user.decode(), "risk": self.churn.risk(state),
             "reason": self.churn.reason(state), "last_event_ts": state.last_ts,

@@ -38,7 +38,7 @@ class ChurnDetector:
             return
         latest[user] = state.last_ts
         heap = self._heaps.setdefault(partition, [])
-        heapq.heappush(heap, (state.last_ts + self.threshold_ms(state), user, state.last_ts))
+        heapq.heappush(heap, (self.deadline(state), user, state.last_ts))
         if len(heap) > 4 * len(latest) + 1024:  # drop superseded entries
             heap[:] = [e for e in heap if latest.get(e[1]) == e[2]]
             heapq.heapify(heap)

@@ -78,7 +78,7 @@ class UserState:
         return id_hash in self._id_set
 
     def is_too_late(self, ts: int, policy: StatePolicy) -> bool:
-        if self.events_total == 0:
+        if self.events_total == 0 or ts >= self.last_ts:  # in order: no scan of the dedupe memory
             return False
         if policy.late_tolerance_ms is not None and ts < self.last_ts - policy.late_tolerance_ms:
             return True
