@@ -102,9 +102,13 @@ def is_incremental(n_events: int, window_length: int) -> bool:
     )
 
 
+def log2_bucket(x: np.ndarray, first: int, per_octave: int, n_buckets: int) -> np.ndarray:
+    """``first + floor(per_octave * log2(x))`` for x >= 1, capped at ``n_buckets - 1``."""
+    return np.minimum(first + np.floor(per_octave * np.log2(x)), n_buckets - 1).astype(np.int64)
+
+
 def gap_bucket(gap_ms: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    seconds = np.maximum(gap_ms, 0) / 1000.0
-    return np.minimum(2 + np.floor(np.log2(1.0 + seconds)), spec.gap_buckets - 1).astype(np.int64)
+    return log2_bucket(1.0 + np.maximum(gap_ms, 0) / 1000.0, 2, 1, spec.gap_buckets)
 
 
 def pace_buckets(ts: np.ndarray, spec: FeatureSpec) -> np.ndarray:
@@ -114,7 +118,7 @@ def pace_buckets(ts: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     start = np.maximum(pos - spec.pace_events, 0)
     n_gaps = np.maximum(pos - start, 1)
     mean_s = np.maximum(ts - ts[start], 0) / 1000.0 / n_gaps
-    out = np.minimum(2 + np.floor(4 * np.log2(1.0 + mean_s)), spec.pace_buckets - 1).astype(np.int64)
+    out = log2_bucket(1.0 + mean_s, 2, 4, spec.pace_buckets)
     out[0] = CONTEXT_START
     return out
 
@@ -174,14 +178,12 @@ def encode_windows(
         out["gap"][b, 1:c] = gap_bucket(np.diff(ts), spec)
         out["pace"][b, :c] = pace_buckets(ts, spec)
         out["hour"][b, :c] = (ts // 3_600_000) % 24 + 1
-        counts = np.arange(n - c + 1, n + 1)
-        out["count"][b, :c] = np.minimum(1 + np.floor(4 * np.log2(counts)), spec.count_buckets - 1)
+        out["count"][b, :c] = log2_bucket(np.arange(n - c + 1, n + 1), 1, 4, spec.count_buckets)
         if first_ts is None and n > len(window):
             raise ValueError(f"a user with {n} events and a window of {len(window)}: pass first_ts "
                              f"(the time of the user's first event)")
         first = window[0][3] if first_ts is None else first_ts[b]
-        age_s = np.maximum(ts - first, 0) / 1000.0
-        out["age"][b, :c] = np.minimum(1 + np.floor(4 * np.log2(1.0 + age_s)), spec.age_buckets - 1)
+        out["age"][b, :c] = log2_bucket(1.0 + np.maximum(ts - first, 0) / 1000.0, 1, 4, spec.age_buckets)
     return EncodedWindows(out, lengths)
 
 
