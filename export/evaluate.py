@@ -44,12 +44,17 @@ def point_contexts(data: PreparedData, points: np.ndarray) -> tuple[torch.Tensor
             torch.from_numpy(seg.point_position[points] + 1))
 
 
-@torch.no_grad()
-def churn_logits(model: InterestModel, data: PreparedData, points: np.ndarray) -> torch.Tensor:
+def churn_inputs(data: PreparedData, points: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The churn head's inputs besides ``h`` at each point: its newest event's features and position."""
     seg = data.segments
     s, p = seg.point_segment[points], seg.point_position[points]
-    last = {k: torch.from_numpy(seg.features[k][s, p]) for k in CHURN_FEATURES}
-    return model.churn_logit(torch.from_numpy(model_hidden(model, data, points)), last, torch.from_numpy(p))
+    return {k: torch.from_numpy(seg.features[k][s, p]) for k in CHURN_FEATURES}, torch.from_numpy(p)
+
+
+@torch.no_grad()
+def churn_logits(model: InterestModel, data: PreparedData, points: np.ndarray) -> torch.Tensor:
+    last, position = churn_inputs(data, points)
+    return model.churn_logit(torch.from_numpy(model_hidden(model, data, points)), last, position)
 
 
 def _ranks(score: Callable[[np.ndarray, np.ndarray], np.ndarray], data: PreparedData, points: np.ndarray,

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from export.evaluate import evaluate_model, model_hidden
+from export.evaluate import churn_inputs, evaluate_model, model_hidden
 from export.model import CHURN_FEATURES, InterestModel, ModelConfig
 from export.prepare import PreparedData
 from export.splits import TRAIN, VALID
@@ -155,13 +155,14 @@ def train_model(data: PreparedData, cfg: TrainConfig, progress: bool = True) -> 
     return TrainResult(model, best_epoch, best_valid, curve, time.monotonic() - start, asdict(cfg))
 
 
-def _churn_inputs(model: InterestModel, data: PreparedData, role: int) -> tuple[torch.Tensor, ...]:
-    seg = data.segments
+ChurnPoints = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]  # h, last, pos, y
+
+
+def _churn_points(model: InterestModel, data: PreparedData, role: int) -> ChurnPoints:
     pts = np.nonzero(data.split.churn_role == role)[0]
-    s, p = seg.point_segment[pts], seg.point_position[pts]
-    wide = torch.from_numpy(np.stack([seg.features[k][s, p] for k in CHURN_FEATURES] + [p], 1))
+    last, position = churn_inputs(data, pts)
     h = torch.from_numpy(model_hidden(model, data, pts))
-    return h, wide, torch.from_numpy(data.split.churn_label[pts].astype(np.float32))
+    return h, last, position, torch.from_numpy(data.split.churn_label[pts].astype(np.float32))
 
 
 def refit_churn_head(model: InterestModel, data: PreparedData, cfg: TrainConfig) -> dict[str, float]:
@@ -174,24 +175,21 @@ def refit_churn_head(model: InterestModel, data: PreparedData, cfg: TrainConfig)
     from sklearn.metrics import roc_auc_score
 
     torch.manual_seed(cfg.seed)
-    h_t, w_t, y_t = _churn_inputs(model, data, TRAIN)
-    h_v, w_v, y_v = _churn_inputs(model, data, VALID)
+    train, valid = _churn_points(model, data, TRAIN), _churn_points(model, data, VALID)
+    y_t, y_v = train[3], valid[3]
     if len(y_t) == 0 or y_t.min() == y_t.max() or len(y_v) == 0 or y_v.min() == y_v.max():
         return {}
-
-    def last_of(w: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(CHURN_FEATURES, w[:, :-1].T, strict=True))
-
-    raw = model.wide_inputs(last_of(w_t), w_t[:, -1], raw=True)
+    raw = model.wide_inputs(train[1], train[2], raw=True)
     model.wide_mean.copy_(raw.mean(0))
     model.wide_std.copy_(raw.std(0).clamp(min=1e-3))
 
-    def logits(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return model.churn_logit(h, last_of(w), w[:, -1])
+    def logits(points: ChurnPoints, idx: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        h, last, position, _ = points
+        return model.churn_logit(h[idx], {k: v[idx] for k, v in last.items()}, position[idx])
 
     def valid_auc() -> float:
         with torch.no_grad():
-            return float(roc_auc_score(y_v.numpy(), logits(h_v, w_v).numpy()))
+            return float(roc_auc_score(y_v.numpy(), logits(valid).numpy()))
 
     for m in model.churn_head.modules():
         if hasattr(m, "reset_parameters"):
@@ -206,7 +204,7 @@ def refit_churn_head(model: InterestModel, data: PreparedData, cfg: TrainConfig)
 
     def closure() -> torch.Tensor:
         lbfgs.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(logits(h_t, w_t), y_t) + l2 / 2 * (
+        loss = F.binary_cross_entropy_with_logits(logits(train), y_t) + l2 / 2 * (
             model.churn_wide.weight ** 2).sum()
         loss.backward()
         return loss
@@ -222,7 +220,7 @@ def refit_churn_head(model: InterestModel, data: PreparedData, cfg: TrainConfig)
     best, best_state, since = linear_auc, linear_state, 0
     for _ in range(cfg.churn_refit_epochs):
         for idx in torch.randperm(len(y_t), generator=gen).split(256):
-            loss = F.binary_cross_entropy_with_logits(logits(h_t[idx], w_t[idx]), y_t[idx])
+            loss = F.binary_cross_entropy_with_logits(logits(train, idx), y_t[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
