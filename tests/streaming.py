@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,6 +55,13 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until the worker logs that it is ready (assigned, recovered, agents running)."""
+        deadline = time.monotonic() + timeout
+        while "[^Worker]: Ready" not in self.log():
+            assert time.monotonic() < deadline and self.alive, self.log()[-3000:]
+            time.sleep(0.5)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:

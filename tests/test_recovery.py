@@ -146,10 +146,7 @@ def test_restart_does_not_hold_events_behind_quiet_inputs(settings: Settings, tm
         worker.stop()
     worker = WorkerProcess(s, tmp_path / "second.log").start()
     try:
-        deadline = time.monotonic() + 90
-        while "[^Worker]: Ready" not in worker.log():
-            assert time.monotonic() < deadline and worker.alive, worker.log()[-3000:]
-            time.sleep(0.5)
+        worker.wait_ready()
         later = [Event("e9", "u1", "i9", "c1", t0 + 60_000, "click")]
         asyncio.run(produce(s, later))
         asyncio.run(wait_until_applied(s, before + later))

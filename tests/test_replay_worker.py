@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -61,10 +60,7 @@ def test_replay_speed_does_not_change_worker_outputs(settings: Settings, tmp_pat
     (paced, paced_opts), (fast, fast_opts) = runs
     workers = [WorkerProcess(paced, tmp_path / f"{paced.app_id}.log").start()]
     try:
-        deadline = time.monotonic() + 90
-        while "[^Worker]: Ready" not in workers[0].log():
-            assert time.monotonic() < deadline and workers[0].alive, workers[0].log()[-3000:]
-            time.sleep(0.5)
+        workers[0].wait_ready()
 
         async def replay_both() -> list[Any]:
             return await asyncio.gather(replay(paced, path, paced_opts), replay(fast, path, fast_opts))
