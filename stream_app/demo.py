@@ -23,6 +23,7 @@ from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.events import Event
 from stream_app.kafka import make_consumer
+from stream_app.metrics import scrape
 from stream_app.worker_process import spawn_worker
 
 DEFAULT_EVENTS = 20_000
@@ -97,34 +98,23 @@ async def watch_outputs(settings: Settings, counts: Counter[str], stop: asyncio.
 
 
 def metrics_summary(settings: Settings) -> str:
-    """A few lines scraped from the worker's /metrics endpoint."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
+    """Processing latency scraped from the worker's /metrics endpoint."""
     url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
     try:
-        text = urllib.request.urlopen(url, timeout=3).read().decode()  # noqa: S310 - loopback
+        samples = scrape(settings.metrics_host, settings.metrics_port, timeout=3)
     except OSError as exc:
         return f"metrics endpoint {url} not reachable: {exc}"
-    buckets: list[tuple[float, float]] = []
-    total = count = 0.0
-    for fam in text_string_to_metric_families(text):
-        if fam.name == "tracker_processing_seconds":
-            for s in fam.samples:
-                if s.name.endswith("_bucket"):
-                    buckets.append((float(s.labels["le"]), s.value))
-                elif s.name.endswith("_sum"):
-                    total = s.value
-                elif s.name.endswith("_count"):
-                    count = s.value
+    name = "tracker_processing_seconds"
+    buckets = sorted((float(dict(labels)["le"]), v) for (n, labels), v in samples.items()
+                     if n == f"{name}_bucket")
+    total, count = samples.get((f"{name}_sum", ()), 0.0), samples.get((f"{name}_count", ()), 0.0)
 
     def quantile(q: float) -> str:
-        le = next((b for b, c in sorted(buckets) if count and c >= q * count), None)
+        le = next((b for b, c in buckets if count and c >= q * count), None)
         return f"<= {le * 1000:.0f} ms" if le is not None and le != float("inf") else "n/a"
 
     mean = total / count * 1000 if count else float("nan")
-    return (f"metrics: {url} ({len(text.splitlines())} lines); processing latency over {int(count)} "
+    return (f"metrics: {url} ({len(samples)} samples); processing latency over {int(count)} "
             f"outputs: mean {mean:.0f} ms, p50 {quantile(0.5)}, p99 {quantile(0.99)}")
 
 

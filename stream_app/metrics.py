@@ -48,3 +48,18 @@ def serve(host: str, port: int) -> None:
     if port and (host, port) not in _started:
         start_http_server(port, addr=host)
         _started.add((host, port))
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (sample name, sorted labels) -> value
+
+
+def scrape(host: str, port: int, timeout: float = 5) -> Samples:
+    """A worker's /metrics as {(sample name, sorted labels): value} (raises OSError if unreachable)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"http://{host}:{port}/metrics"
+    text = urllib.request.urlopen(url, timeout=timeout).read().decode()  # noqa: S310 - loopback
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}

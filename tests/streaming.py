@@ -5,13 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
 from aiokafka.structs import ConsumerRecord
-from prometheus_client.parser import text_string_to_metric_families
 from rocksdict import AccessType, Rdict
 
 from stream_app.config import Settings
@@ -62,13 +60,6 @@ class WorkerProcess:
         while "[^Worker]: Ready" not in self.log():
             assert time.monotonic() < deadline and self.alive, self.log()[-3000:]
             time.sleep(0.5)
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    """A worker's /metrics: {(sample name, sorted labels): value}."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 async def produce(settings: Settings, events: Iterable[Event],

@@ -14,10 +14,11 @@ import pytest
 from stream_app.broker import free_port
 from stream_app.config import Settings
 from stream_app.events import Event
+from stream_app.metrics import scrape
 from stream_app.state import UserState
 from tests.conftest import shared_data
 from tests.expected import assert_windows_match, expected_by_user, taobao_events
-from tests.streaming import WorkerProcess, json_values, local_states, produce, read_topic, scrape
+from tests.streaming import WorkerProcess, json_values, local_states, produce, read_topic
 from tests.test_worker_e2e import assert_state_matches
 
 pytestmark = pytest.mark.broker
@@ -150,7 +151,7 @@ def test_restart_does_not_hold_events_behind_quiet_inputs(settings: Settings, tm
         later = [Event("e9", "u1", "i9", "c1", t0 + 60_000, "click")]
         asyncio.run(produce(s, later))
         asyncio.run(wait_until_applied(s, before + later))
-        metrics = scrape(port)
+        metrics = scrape("127.0.0.1", port)
     finally:
         worker.stop()
     released = {dict(labels)["how"]: v for (name, labels), v in metrics.items()

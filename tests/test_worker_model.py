@@ -17,12 +17,13 @@ from export.splits import SplitSpec
 from stream_app.broker import free_port
 from stream_app.config import Settings
 from stream_app.features import FeatureSpec
+from stream_app.metrics import scrape
 from stream_app.model_runtime import ModelRuntime
 from stream_app.schemas import validator
 from tests.artifacts import tiny_artifact
 from tests.conftest import shared_data
 from tests.expected import CODE, taobao_events
-from tests.streaming import WorkerProcess, produce, read_topic, scrape
+from tests.streaming import WorkerProcess, produce, read_topic
 
 pytestmark = pytest.mark.broker
 L = 8
@@ -49,7 +50,7 @@ def test_worker_recommendations_equal_full_window_inference(
         asyncio.run(produce(settings, events))
         recs = asyncio.run(read_topic(settings, settings.topic_recommendations, expect=len(events)))
         assert len(recs) == len(events) and worker.alive
-        metrics = scrape(port)
+        metrics = scrape("127.0.0.1", port)
     finally:
         worker.stop()
     assert metrics[("tracker_model_updates_total", (("path", "step"),))] > 0
