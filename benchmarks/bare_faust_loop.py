@@ -11,8 +11,8 @@ import time
 
 import faust
 
-from stream_app.app import make_faust_app
-from stream_app.config import Settings
+from stream_app.core.config import Settings
+from stream_app.service.app import make_faust_app
 
 settings = Settings()
 expect = int(os.environ["BENCH_EXPECT"])

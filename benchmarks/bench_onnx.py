@@ -26,7 +26,7 @@ def build_default_artifact(out: Path, n_items: int = 3268, n_categories: int = 2
     from export.artifact import write_artifact
     from export.model import InterestModel, ModelConfig
     from export.onnx_export import export_onnx, top_k_of
-    from stream_app.features import FeatureSpec, Vocab
+    from stream_app.model.features import FeatureSpec, Vocab
 
     torch.manual_seed(0)
     spec = FeatureSpec(window_length=50)
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     ap.add_argument("--rounds", type=int, default=3, help="alternating window/step rounds per batch size")
     args = ap.parse_args()
-    from stream_app.model_runtime import ModelRuntime
+    from stream_app.model.runtime import ModelRuntime
 
     with tempfile.TemporaryDirectory() as tmp:
         art = args.artifact or build_default_artifact(Path(tmp) / "bench-model")

@@ -23,13 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from stream_app.broker import EmbeddedBroker, create_topics, free_port
-from stream_app.config import Settings
-from stream_app.datasets import read_dataset
-from stream_app.kafka import encode_event, make_producer, topic_for
-from stream_app.loading import PendingSends, load_dataset
-from stream_app.recording import record
-from stream_app.replay import ReplayOptions, replay
+from stream_app.core.config import Settings
+from stream_app.kafka.admin import create_topics
+from stream_app.kafka.clients import encode_event, make_producer
+from stream_app.kafka.embedded import EmbeddedBroker, free_port
+from stream_app.tools.datasets import read_dataset
+from stream_app.tools.loading import PendingSends, load_dataset
+from stream_app.tools.recording import record
+from stream_app.tools.replay import ReplayOptions, replay
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("TRACKER_SHARED_DATA", ROOT.parent / "shared" / "data")) / (
@@ -73,7 +74,7 @@ async def run(url: str, data: Path, limit: int | None, rounds: int) -> None:
             "raw aiokafka producer": [], "load-dataset": [], "replay (max speed)": []}
         for r in range(rounds):
             s = settings_for(url, f"raw{r}")
-            encoded = [(topic_for(s, e), *encode_event(e), e.ts) for e in events]
+            encoded = [(s.topic_of(e.type), *encode_event(e), e.ts) for e in events]
             times["raw aiokafka producer"].append(await raw_producer(s, encoded))
             s = settings_for(url, f"load{r}")
             await create_topics(s, s.event_topics())

@@ -24,11 +24,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from stream_app.broker import EmbeddedBroker, create_topics, free_port
-from stream_app.config import Settings
-from stream_app.datasets import read_dataset
-from stream_app.loading import send_events
-from stream_app.worker_process import spawn_worker
+from stream_app.core.config import Settings
+from stream_app.kafka.admin import create_topics
+from stream_app.kafka.embedded import EmbeddedBroker, free_port
+from stream_app.service.process import spawn_worker
+from stream_app.tools.datasets import read_dataset
+from stream_app.tools.loading import send_events
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "taobao" / "UserBehavior_head84k.csv"
@@ -44,7 +45,7 @@ async def output_span(settings: Settings, expect: int, timeout: float = 900) -> 
     """(first, last) Kafka timestamps of the recommendations, once ``expect`` have arrived."""
     from aiokafka import TopicPartition
 
-    from stream_app.kafka import make_consumer
+    from stream_app.kafka.clients import make_consumer
 
     consumer = make_consumer(settings)
     await consumer.start()

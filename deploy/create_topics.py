@@ -18,8 +18,8 @@ import os
 import sys
 import time
 
-from stream_app.broker import create_topics
-from stream_app.config import Settings
+from stream_app.core.config import Settings
+from stream_app.kafka.admin import create_topics
 
 log = logging.getLogger("create_topics")
 

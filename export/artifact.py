@@ -1,14 +1,7 @@
-"""The versioned model artifact directory.
-
-``<dir>/window.onnx``, ``step.onnx`` (the served graphs), ``items.json``, ``categories.json``
-(vocabularies: the id of index ``i + 2``; 0 and 1 are PAD and UNKNOWN), ``model.pt`` (PyTorch weights
-and config, for re-export and evaluation) and ``metadata.json``. ``stream_app.model_runtime`` reads
-it and refuses what it cannot serve.
-"""
+"""Writing the versioned model artifact (its layout and format: :mod:`stream_app.model.artifact`)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,10 +9,14 @@ import torch
 
 from export.model import InterestModel, ModelConfig
 from export.onnx_export import top_k_of
-from stream_app.features import FeatureSpec, Vocab
-from stream_app.model_runtime import CATEGORIES_FILE, ITEMS_FILE, METADATA_FILE, SCHEMA_VERSION
-
-WEIGHTS_FILE = "model.pt"
+from stream_app.model.artifact import (
+    CATEGORIES_FILE,
+    ITEMS_FILE,
+    SCHEMA_VERSION,
+    WEIGHTS_FILE,
+    write_metadata,
+)
+from stream_app.model.features import FeatureSpec, Vocab
 
 
 def save_model(model: InterestModel, out_dir: Path) -> None:
@@ -57,11 +54,3 @@ def write_artifact(out_dir: Path, model: InterestModel, items: Vocab, categories
     }
     write_metadata(out_dir, meta)
     return meta
-
-
-def write_metadata(out_dir: Path, meta: dict[str, object]) -> None:
-    (out_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=float))
-
-
-def read_metadata(art_dir: Path) -> dict[str, object]:
-    return json.loads((art_dir / METADATA_FILE).read_text())

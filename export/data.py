@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_app.datasets import LoadReport, read_dataset
-from stream_app.events import TYPE_CODE
-from stream_app.features import WindowEvent
+from stream_app.core.events import TYPE_CODE
+from stream_app.model.features import WindowEvent
+from stream_app.tools.datasets import LoadReport, read_dataset
 
 
 @dataclass
@@ -63,7 +63,7 @@ def load_table(path: Path, kind: str | None = None, min_item_count_drop: int = 0
     items seen fewer times than that in the whole file are removed (the reference protocol of
     leave-one-out evaluation on MovieLens; it looks at all data, so time splits map rare items to
     UNKNOWN from training counts instead)."""
-    from stream_app.datasets import detect_kind
+    from stream_app.tools.datasets import detect_kind
 
     kind = kind or detect_kind(path)
     report = LoadReport(str(path), kind)

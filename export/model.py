@@ -1,6 +1,6 @@
 """The attention model (PyTorch): a causal self-attention encoder over a user's context.
 
-Per position: the sum of embeddings of every feature of :mod:`stream_app.features` and of the absolute
+Per position: the sum of embeddings of every feature of :mod:`stream_app.model.features` and of the absolute
 position, ``n_layers`` pre-norm transformer blocks with a causal mask, a final layer norm. The hidden
 state at the newest position is the user interest vector ``h``. From it:
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stream_app.features import CONTEXT_START, FEATURE_NAMES, FeatureSpec
+from stream_app.model.features import CONTEXT_START, FEATURE_NAMES, FeatureSpec
 
 CHURN_FEATURES = ("count", "gap", "age", "pace")  # read as numbers: log count / gap / user age / pace
 NEG = -1e4  # score of PAD / UNKNOWN items and categories: never ranked, never a softmax target

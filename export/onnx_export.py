@@ -10,11 +10,10 @@ import numpy as np
 import torch
 
 from export.model import OUTPUT_NAMES, STEP_INPUTS, WINDOW_INPUTS, InterestModel, StepGraph, WindowGraph
-from stream_app.features import FEATURE_NAMES, EncodedWindows
+from stream_app.model.artifact import STEP_FILE, WINDOW_FILE
+from stream_app.model.features import FEATURE_NAMES, EncodedWindows
 
 OPSET = 18
-WINDOW_FILE = "window.onnx"
-STEP_FILE = "step.onnx"
 
 
 def kv_shape(model: InterestModel, batch: int) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.artifact import load_model, read_metadata, write_artifact, write_metadata
+from export.artifact import load_model, write_artifact
 from export.evaluate import evaluate
 from export.model import InterestModel
 from export.onnx_export import export_onnx, step_parity, top_k_of, window_parity
@@ -16,8 +16,8 @@ from export.prepare import PreparedData, prepare
 from export.report import write_report
 from export.splits import TEST, SplitSpec
 from export.train import TrainConfig, TrainResult, train_model
-from stream_app.features import FeatureSpec, Vocab, encode_windows, is_incremental
-from stream_app.model_runtime import CATEGORIES_FILE, ITEMS_FILE
+from stream_app.model.artifact import CATEGORIES_FILE, ITEMS_FILE, read_metadata, write_metadata
+from stream_app.model.features import FeatureSpec, Vocab, encode_windows, is_incremental
 
 log = logging.getLogger(__name__)
 PARITY_USERS = 256

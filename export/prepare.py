@@ -12,7 +12,7 @@ from export.data import EventTable, load_table
 from export.sequences import Segments, build_segments, next_targets
 from export.splits import Split, SplitSpec, make_split
 from export.vocab import build_vocabs
-from stream_app.features import FeatureSpec, Vocab
+from stream_app.model.features import FeatureSpec, Vocab
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from export.data import EventTable
-from stream_app.features import FeatureSpec, Vocab, context_length, encode_windows
+from stream_app.model.features import FeatureSpec, Vocab, context_length, encode_windows
 
 
 @dataclass

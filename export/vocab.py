@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 
 from export.data import EventTable
-from stream_app.features import Vocab
+from stream_app.model.features import Vocab
 
 
 def build_vocabs(table: EventTable, allowed: np.ndarray, min_item_count: int = 1) -> tuple[Vocab, Vocab]:

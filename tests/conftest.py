@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.broker import EmbeddedBroker, free_port
-from stream_app.config import Settings
+from stream_app.core.config import Settings
+from stream_app.kafka.embedded import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("TRACKER_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -1,0 +1,96 @@
+"""Training commands: train, export, evaluate (the offline side, in export/)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from stream_app.cli.group import main
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="model artifact directory to write")
+@click.option("--kind", default=None, help="dataset kind (default: detected)")
+@click.option("--split", "split_kind", type=click.Choice(["time", "leave-one-out"]), default="time",
+              show_default=True)
+@click.option("--valid-fraction", type=float, default=0.1, show_default=True)
+@click.option("--test-fraction", type=float, default=0.1, show_default=True)
+@click.option("--horizon-hours", type=float, default=168.0, show_default=True,
+              help="churn horizon H: no event within H after the newest one")
+@click.option("--window-length", type=int, default=50, show_default=True, help="L (the worker's window)")
+@click.option("--min-item-count", type=int, default=5, show_default=True,
+              help="rarer items share UNKNOWN (time split) or are dropped (leave-one-out)")
+@click.option("--exclude-history/--keep-history", default=True, show_default=True,
+              help="item ranking excludes the user's past items")
+@click.option("--early-stop", default="item_ndcg@10", show_default=True,
+              help="validation metric: item_ndcg@10, category_ndcg@10 or churn_roc_auc")
+@click.option("--category-weight", type=float, default=0.5, show_default=True,
+              help="weight of the next-category loss (the item loss has weight 1)")
+@click.option("--churn-weight", type=float, default=0.5, show_default=True)
+@click.option("--epochs", type=int, default=60, show_default=True)
+@click.option("--patience", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--d-model", type=int, default=64, show_default=True)
+@click.option("--layers", type=int, default=2, show_default=True)
+@click.option("--heads", type=int, default=2, show_default=True)
+@click.option("--dropout", type=float, default=0.2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="stop training after this wall time")
+@click.option("--report-dir", type=click.Path(path_type=Path), default=None,
+              help="where report.json/.md/.png go (default OUT/report)")
+def train(data: Path, out_dir: Path, kind: str | None, split_kind: str, valid_fraction: float,
+          test_fraction: float, horizon_hours: float, window_length: int, min_item_count: int,
+          exclude_history: bool, early_stop: str, category_weight: float, churn_weight: float,
+          epochs: int, patience: int, batch_size: int, lr: float,
+          d_model: int, layers: int, heads: int, dropout: float, seed: int, threads: int,
+          max_minutes: float | None, report_dir: Path | None) -> None:
+    """Train the attention model on DATA, export it to ONNX (with a parity check) and evaluate it
+    against the baselines on the test split."""
+    from export.pipeline import run_train
+    from export.splits import SplitSpec
+    from export.train import TrainConfig
+    from stream_app.model.features import FeatureSpec
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    split = SplitSpec(split_kind.replace("-", "_"), valid_fraction, test_fraction,
+                      int(horizon_hours * 3_600_000))
+    cfg = TrainConfig(d_model=d_model, n_layers=layers, n_heads=heads, d_ff=4 * d_model, dropout=dropout,
+                      category_weight=category_weight, churn_weight=churn_weight,
+                      epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                      early_stop_metric=early_stop, exclude_history=exclude_history, seed=seed,
+                      threads=threads, max_minutes=max_minutes)
+    md = run_train(data, out_dir, split, FeatureSpec(window_length=window_length), cfg, min_item_count,
+                   report_dir, kind)
+    click.echo(md.read_text())
+    click.echo(f"artifact: {out_dir}  report: {md.parent}")
+
+
+@main.command("export")
+@click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="dataset for the parity check's real windows (default: the training data)")
+def export_cmd(artifact: Path, data: Path | None) -> None:
+    """Re-export an artifact's weights to ONNX and check parity with PyTorch (max abs diff <= 1e-4)."""
+    from export.pipeline import run_export
+
+    for k, v in run_export(artifact, data).items():
+        click.echo(f"{k}: {v:.2e}")
+
+
+@main.command("evaluate")
+@click.argument("artifact", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="dataset (default: the training data), split as in the artifact")
+@click.option("--report-dir", type=click.Path(path_type=Path), required=True)
+def evaluate_cmd(artifact: Path, data: Path | None, report_dir: Path) -> None:
+    """Evaluate a model artifact and the baselines on the test split; writes the report."""
+    from export.pipeline import run_evaluate
+
+    click.echo(run_evaluate(artifact, data, report_dir).read_text())
+

@@ -1,0 +1,97 @@
+"""Churn warnings in event time: per-partition watermarks and a deadline heap per partition.
+
+A user's deadline is ``last event + threshold`` with ``threshold = max(min_silence,
+gap_multiple x the user's typical gap)``. When a partition's watermark (the newest accepted event
+time on it) passes a deadline, the user gets one warning per episode; an episode ends when the
+user comes back. The heaps are derived state: rebuilt from the table after a rebalance.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from stream_app.core.state import UserState
+
+
+class ChurnDetector:
+    def __init__(self, min_silence_ms: int, gap_multiple: float):
+        self.min_silence_ms, self.gap_multiple = min_silence_ms, gap_multiple
+        self.watermark: dict[int, int] = {}
+        self._heaps: dict[int, list[tuple[int, bytes, int]]] = {}  # (deadline, user, last_ts)
+        self._latest: dict[int, dict[bytes, int]] = {}  # partition -> user -> newest last_ts
+
+    @property
+    def users_tracked(self) -> int:
+        return sum(len(u) for u in self._latest.values())
+
+    def partitions(self) -> set[int]:
+        return set(self._latest)
+
+    def threshold_ms(self, state: UserState) -> int:
+        gap = state.typical_gap_ms()
+        return max(self.min_silence_ms, int(self.gap_multiple * gap) if gap else 0)
+
+    def track(self, partition: int, user: bytes, state: UserState) -> None:
+        """(Re)arm a user's deadline after their state changed."""
+        latest = self._latest.setdefault(partition, {})
+        if latest.get(user) == state.last_ts:
+            return
+        latest[user] = state.last_ts
+        heap = self._heaps.setdefault(partition, [])
+        heapq.heappush(heap, (self.deadline(state), user, state.last_ts))
+        if len(heap) > 4 * len(latest) + 1024:  # drop superseded entries
+            heap[:] = [e for e in heap if latest.get(e[1]) == e[2]]
+            heapq.heapify(heap)
+
+    def advance(self, partition: int, ts: int) -> list[bytes]:
+        """Move the partition's watermark to ``ts``; return users whose deadline passed."""
+        wm = self.watermark.get(partition, 0)
+        if ts <= wm:
+            return []
+        self.watermark[partition] = ts
+        heap = self._heaps.get(partition)
+        due: list[bytes] = []
+        latest = self._latest.get(partition, {})
+        while heap and heap[0][0] <= ts:
+            _, user, last_ts = heapq.heappop(heap)
+            if latest.get(user) == last_ts:
+                due.append(user)
+        return due
+
+    def forget_partition(self, partition: int) -> None:
+        self._heaps.pop(partition, None)
+        self._latest.pop(partition, None)
+        self.watermark.pop(partition, None)
+
+    def rebuild_partition(self, partition: int, states: list[tuple[bytes, UserState]]) -> None:
+        """Rebuild after an assignment: the watermark resumes at the newest event time seen."""
+        self.forget_partition(partition)
+        self._latest[partition] = {}
+        for user, state in states:
+            if not state.churn_warned_at:
+                self.track(partition, user, state)
+            else:
+                self._latest[partition][user] = state.last_ts
+        self.watermark[partition] = max((s.last_ts for _, s in states), default=0)
+
+    def deadline(self, state: UserState) -> int:
+        """Event time at which the user's silence reaches their threshold: the warning's time.
+        (Not the watermark that revealed it, which depends on what else the partition carried.)"""
+        return state.last_ts + self.threshold_ms(state)
+
+    def risk(self, state: UserState) -> float:
+        """Heuristic: 0.5 when the silence is ``gap_multiple`` usual gaps long, nearer 1 the more
+        regular the user was (the minimum silence is then many more of their usual gaps)."""
+        gap = state.typical_gap_ms()
+        if not gap:
+            return 0.5
+        ratio = self.threshold_ms(state) / (self.gap_multiple * gap)
+        return round(1.0 - 0.5 ** ratio, 4)
+
+    def reason(self, state: UserState) -> str:
+        silence = self.threshold_ms(state)
+        gap = state.typical_gap_ms()
+        text = f"silent {silence / 86_400_000:.1f} days"
+        if gap:
+            text += f", {silence / max(gap, 1):.1f}x the usual gap of {gap / 60_000:.1f} min"
+        return text

@@ -1,0 +1,45 @@
+"""One shape for every recommender: the baseline and the attention model answer the same call.
+
+The service collects one :class:`RecommendationRequest` per applied event of a micro-batch (a
+snapshot of the user's state right after that event) and asks the loaded recommender once for all
+of them; answers come back in request order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from stream_app.core.state import WindowEntry
+
+
+@dataclass(slots=True)
+class RecommendationRequest:
+    user: bytes
+    at_ts: int  # event time of the triggering event
+    window: list[WindowEntry]  # the user's window right after the event, oldest first
+    n_events: int  # events applied to the user so far
+    first_ts: int  # event time of the user's first event
+    bought: frozenset[str]  # items bought in the window: never recommended
+    interests: list[tuple[str, float]]  # strongest categories at ``at_ts``
+
+
+@dataclass(slots=True)
+class Recommendation:
+    items: Sequence[tuple[str, float, str | None]]  # best first: (item id, score, category id)
+    categories: list[tuple[str, float]] | None = None  # predicted next categories, if the model has them
+    churn_probability: float | None = None  # P(no event within the model's horizon), if known
+    stepped: bool = False  # answered by an incremental step (model) rather than a full recompute
+
+
+class Recommender(Protocol):
+    name: str
+    version: str
+
+    def recommend(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
+        """One answer per request, in order; a user's requests come in event order."""
+        ...
+
+    def churn_probability(self, user: bytes) -> float | None:
+        """The recommender's churn estimate at the user's newest event, if it has one."""
+        ...

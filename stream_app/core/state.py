@@ -1,0 +1,206 @@
+"""Per-user state: the sequence window, the long-term interest profile and activity statistics.
+
+One :class:`UserState` per user lives in the RocksDB-backed Faust table, encoded with msgpack
+(``encode``/``decode``). It is read and written once per user per micro-batch: the hot path.
+
+Policies (documented in the README):
+- an event id seen among the user's last ``dedupe_memory`` applied events is a duplicate and is
+  not applied;
+- an event is too late, and not applied, if it is older than every event in a full dedupe memory
+  (it could be a duplicate that was forgotten), or, when ``late_tolerance_ms`` is set, older than
+  the user's newest event by more than that; any other late event is inserted at its place in
+  time, so the window, counts and interests do not depend on the order in which events arrive;
+- interest strength per category decays with an event-time half-life, so replays give the same
+  profile as live processing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from array import array
+from dataclasses import dataclass, field
+
+import msgpack
+
+from stream_app.core.events import TYPE_CODE, Event
+
+FORMAT_VERSION = 1
+# Interest added per event, by type code (click, browse, purchase): buying says most.
+TYPE_WEIGHT = (3.0, 1.0, 5.0)
+PURCHASE = TYPE_CODE["purchase"]
+MAX_CATEGORIES = 64  # profile keeps the strongest categories only
+
+WindowEntry = tuple[str, str | None, int, int]  # item_id, category_id, type code, ts (ms)
+
+
+def event_id_hash(event_id: str) -> int:
+    """Stable 64-bit hash of an event id (Python's hash() differs between processes)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass(frozen=True, slots=True)
+class StatePolicy:
+    window_length: int = 50
+    dedupe_memory: int = 256
+    late_tolerance_ms: int | None = None
+    interest_half_life_ms: int = 7 * 24 * 3600 * 1000
+
+    @property
+    def decay_rate(self) -> float:  # per ms
+        return math.log(2) / self.interest_half_life_ms
+
+
+@dataclass(slots=True)
+class UserState:
+    window: list[WindowEntry] = field(default_factory=list)
+    # category -> [strength at ref_ts, ref_ts]; decayed lazily, in event time
+    interests: dict[str, list[float]] = field(default_factory=dict)
+    counts: list[int] = field(default_factory=lambda: [0, 0, 0])
+    first_ts: int = 0
+    last_ts: int = 0
+    # ring of the last applied events' id hashes and their event times (dedupe memory)
+    recent_ids: array = field(default_factory=lambda: array("Q"))
+    recent_ts: array = field(default_factory=lambda: array("q"))
+    churn_warned_at: int = 0  # event time of the current churn episode's warning; 0 = none
+    _id_set: set[int] | None = None
+
+    # --- applying events -----------------------------------------------------------------
+
+    @property
+    def events_total(self) -> int:
+        return sum(self.counts)
+
+    def is_duplicate(self, id_hash: int) -> bool:
+        if self._id_set is None:
+            self._id_set = set(self.recent_ids)
+        return id_hash in self._id_set
+
+    def is_too_late(self, ts: int, policy: StatePolicy) -> bool:
+        if self.events_total == 0 or ts >= self.last_ts:  # in order: no scan of the dedupe memory
+            return False
+        if policy.late_tolerance_ms is not None and ts < self.last_ts - policy.late_tolerance_ms:
+            return True
+        return len(self.recent_ts) >= policy.dedupe_memory and ts < min(self.recent_ts)
+
+    def apply(self, event: Event, id_hash: int, policy: StatePolicy) -> None:
+        """Apply an accepted event (the caller has checked duplicates and lateness)."""
+        code = TYPE_CODE[event.type]
+        ts = event.ts
+        self._remember(id_hash, ts, policy.dedupe_memory)
+        entry: WindowEntry = (event.item_id, event.category_id, code, ts)
+        window = self.window
+        if not window or ts >= window[-1][3]:
+            window.append(entry)
+        else:  # out of order: keep the window in event-time order (stable for equal ts)
+            bisect.insort_right(window, entry, key=lambda e: e[3])
+        if len(window) > policy.window_length:
+            del window[: len(window) - policy.window_length]
+        if event.category_id is not None:
+            self._add_interest(event.category_id, TYPE_WEIGHT[code], ts, policy)
+        if self.events_total == 0:
+            self.first_ts = self.last_ts = ts
+        elif ts > self.last_ts:
+            self.last_ts = ts
+            self.churn_warned_at = 0  # the user is back: a churn episode ends
+        else:
+            self.first_ts = min(self.first_ts, ts)
+        self.counts[code] += 1
+
+    def _remember(self, id_hash: int, ts: int, memory: int) -> None:
+        ids = self.recent_ids
+        if len(ids) >= memory:
+            n = len(ids) - memory + 1
+            dropped = ids[:n]
+            del ids[:n], self.recent_ts[:n]
+            if self._id_set is not None:
+                self._id_set.difference_update(dropped)
+        ids.append(id_hash)
+        self.recent_ts.append(ts)
+        if self._id_set is not None:
+            self._id_set.add(id_hash)
+
+    def _add_interest(self, category: str, weight: float, ts: int, policy: StatePolicy) -> None:
+        rate = policy.decay_rate
+        cur = self.interests.get(category)
+        if cur is None:
+            self.interests[category] = [weight, ts]
+            if len(self.interests) > MAX_CATEGORIES:
+                weakest = min(self.interests, key=lambda c: self.strength(c, ts, rate))
+                del self.interests[weakest]
+        elif ts >= cur[1]:
+            cur[0] = cur[0] * math.exp(-rate * (ts - cur[1])) + weight
+            cur[1] = ts
+        else:  # a late event adds its weight as decayed to the category's reference time
+            cur[0] += weight * math.exp(-rate * (cur[1] - ts))
+
+    # --- reading -------------------------------------------------------------------------
+
+    def strength(self, category: str, at_ts: int, rate: float) -> float:
+        value, ref = self.interests[category]
+        return value * math.exp(-rate * max(0, at_ts - ref))
+
+    def top_interests(self, at_ts: int, policy: StatePolicy, n: int = 5) -> list[tuple[str, float]]:
+        """Strongest categories with their strength decayed to ``at_ts``."""
+        rate = policy.decay_rate
+        scored = [(c, self.strength(c, at_ts, rate)) for c in self.interests]
+        scored.sort(key=lambda cs: (-cs[1], cs[0]))
+        return scored[:n]
+
+    def typical_gap_ms(self) -> int | None:
+        """Median gap between the window's distinct event times (None before two of them).
+
+        Derived from the window, so it does not depend on the order events arrived in."""
+        times = sorted({e[3] for e in self.window})
+        if len(times) < 2:
+            return None
+        gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+        return gaps[len(gaps) // 2]
+
+    # --- encoding ------------------------------------------------------------------------
+
+    def encode(self) -> bytes:
+        flat: list[object] = []
+        for cat, (value, ref) in self.interests.items():
+            flat += (cat, value, int(ref))
+        return msgpack.packb(
+            (
+                FORMAT_VERSION, self.window, flat, self.counts, self.first_ts, self.last_ts,
+                self.recent_ids.tobytes(), self.recent_ts.tobytes(), self.churn_warned_at,
+            ),
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> UserState:
+        (version, window, flat, counts, first_ts, last_ts, ids, id_ts,
+         warned) = msgpack.unpackb(data, use_list=True)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"user state format {version} is not {FORMAT_VERSION}")
+        interests = {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)}
+        recent, recent_ts = array("Q"), array("q")
+        recent.frombytes(ids)
+        recent_ts.frombytes(id_ts)
+        return cls(
+            [tuple(e) for e in window], interests, counts, first_ts, last_ts, recent, recent_ts,
+            warned,
+        )
+
+    def to_json(self, policy: StatePolicy) -> dict[str, object]:
+        """A readable view (for the HTTP endpoint and tests)."""
+        return {
+            "events_total": self.events_total,
+            "counts": dict(zip(("click", "browse", "purchase"), self.counts, strict=True)),
+            "first_ts": self.first_ts, "last_ts": self.last_ts,
+            "typical_gap_ms": self.typical_gap_ms(),
+            "window": [
+                {"item_id": i, "category_id": c, "type": ("click", "browse", "purchase")[t], "ts": ts}
+                for i, c, t, ts in self.window
+            ],
+            "interests": [
+                {"category_id": c, "strength": round(s, 6)}
+                for c, s in self.top_interests(self.last_ts, policy, n=MAX_CATEGORIES)
+            ],
+            "churn_warned_at": self.churn_warned_at or None,
+        }

@@ -1,0 +1,71 @@
+"""Topic administration and broker readiness, for any Kafka-protocol broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import subprocess
+import time
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream_app.core.config import Settings
+
+
+async def wait_until_ready(
+    url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until the broker answers a metadata request."""
+    deadline = time.monotonic() + timeout
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # "connection refused" is the expected answer for a while
+    try:
+        await _poll_until_ready(url, deadline, proc)
+    finally:
+        quiet.setLevel(level)
+
+
+async def _poll_until_ready(url: str, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"broker process exited with code {proc.returncode}")
+        admin = AIOKafkaAdminClient(bootstrap_servers=url, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last = exc
+            await asyncio.sleep(0.2)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+    raise TimeoutError(f"broker at {url} did not answer in time: {last!r}")
+
+
+async def create_topics(
+    settings: Settings, topics: Iterable[str], partitions: int | None = None
+) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers(), **settings.kafka_client_kwargs()
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(t, partitions or settings.partitions, settings.replication_factor)
+            for t in dict.fromkeys(topics)
+            if t not in existing
+        ]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+        return [t.name for t in new]
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""The running worker: the Faust app, its agents (ingest, track), output producer and metrics."""

@@ -1,0 +1,101 @@
+"""The ``ingest`` agent's logic: validate, dead-letter, align in event time, repartition by user.
+
+Kafka orders records only within a partition and the three input topics are separate, so partition
+p of clicks, browses and purchases is merged in event time (:mod:`stream_app.core.alignment`)
+before the events are repartitioned by user id onto ``<app_id>-events-by-user``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import faust
+from aiokafka.errors import IllegalStateError
+from faust.types import TP, EventT
+
+from stream_app.core.alignment import EventTimeMerge
+from stream_app.core.config import Settings
+from stream_app.core.events import Event, Rejection, parse_event
+from stream_app.service import compat, metrics
+from stream_app.service.records import Envelope, Source, dead_letter_value, partition_for_user
+from stream_app.service.sender import RecordSender
+
+
+def source_of(ev: EventT) -> Source:
+    msg = ev.message
+    return Source(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key)
+
+
+class Ingest:
+    def __init__(self, settings: Settings, app: faust.App, sender: RecordSender, by_user: str):
+        self.settings, self.app, self.sender, self.by_user = settings, app, sender, by_user
+        self.type_by_topic = settings.event_topics()
+        rank = {t: i for i, t in enumerate(self.type_by_topic)}
+        self.last_offset: dict[tuple[str, int], int] = {}
+        self.merge: EventTimeMerge[tuple[EventT, Event, float]] = EventTimeMerge(
+            rank, self.caught_up_at, settings.align_max_wait_s, clock=time.time,
+            on_release=lambda how: metrics.ALIGNED_EVENTS.labels(how).inc())
+        self.lock = asyncio.Lock()
+
+    def caught_up_at(self, topic: str, partition: int) -> float | None:
+        """When (wall-clock seconds) the consumer received the newest fetch response covering this
+        input partition, if it shows nothing left to read; None otherwise (see alignment.py)."""
+        tp = TP(topic, partition)
+        try:
+            # The fetcher writes a partition's highwater, then its fetch time: read them in the
+            # other order, so a fresh time never comes with an older highwater.
+            fetched_ms = compat.last_fetch_ms(self.app, tp)
+            hw = self.app.consumer.highwater(tp)
+        except (AssertionError, AttributeError, KeyError, IllegalStateError):
+            return None  # not assigned (yet), or the consumer is not running
+        if fetched_ms is None or hw is None or hw < 0:
+            return None
+        seen = self.last_offset.get((topic, partition))
+        # Nothing read from it by this process: caught up if nothing lies past where reading starts,
+        # the group's committed offset. Without it a quiet partition would hold the merge for
+        # max_wait after every restart.
+        caught = hw <= (compat.committed_offset(self.app, tp) or 0) if seen is None else seen + 1 >= hw
+        return fetched_ms / 1000 if caught else None
+
+    async def on_batch(self, batch: Sequence[EventT]) -> None:
+        now = time.time()
+        pending = []
+        for ev in batch:
+            msg = ev.message
+            metrics.INPUT_MESSAGES.labels(msg.topic).inc()
+            self.last_offset[(msg.topic, msg.partition)] = msg.offset
+            result = parse_event(
+                msg.value, self.type_by_topic[msg.topic], max_bytes=self.settings.max_message_bytes,
+                now_ms=int(now * 1000), max_future_ms=self.settings.max_future_ms,
+            )
+            if isinstance(result, Rejection):
+                metrics.DEAD_LETTERS.labels(result.reason).inc()
+                pending.append(await self.sender.send(
+                    self.settings.topic_dead_letters, msg.key,
+                    dead_letter_value(result.reason, result.detail, source_of(ev), msg.value)))
+                metrics.OUTPUTS.labels(self.settings.topic_dead_letters).inc()
+                continue
+            msg.incref()  # held by the merge: acknowledged only once forwarded
+            self.merge.add(msg.topic, msg.partition, result.ts, msg.offset, (ev, result, now),
+                           arrived=now)
+        await asyncio.gather(*pending)
+        await self.forward()
+
+    async def forward(self) -> None:
+        async with self.lock:
+            assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
+            self.merge.drop_partitions(assigned)  # revoked: the new owner re-reads them
+            ready = self.merge.ready()
+            pending = []
+            n = self.settings.partitions
+            for ev, event, recv in ready:
+                assert ev.message.value is not None  # parse_event rejects a null value
+                user = event.user_id.encode()
+                envelope = Envelope(event.type, source_of(ev), recv)
+                pending.append(await self.sender.send(
+                    self.by_user, user, ev.message.value, partition_for_user(user, n),
+                    headers=envelope.headers()))
+            await asyncio.gather(*pending)  # delivered before the events are acknowledged
+            for ev, _, _ in ready:
+                ev.ack()

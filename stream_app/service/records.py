@@ -1,0 +1,101 @@
+"""The records the service writes: repartitioned events with their envelope headers, and the
+values of dead letters, recommendations and churn warnings (schemas/ has their public contract)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from stream_app.core.events import Event, EventType
+from stream_app.core.recommender import Recommendation
+
+# Header names on <app_id>-events-by-user records (internal; kept short, one set per event).
+H_TYPE, H_SRC, H_KEY, H_RECV, H_KTS = "t", "src", "k", "recv", "kts"
+
+
+def partition_for_user(user: bytes, partitions: int) -> int:
+    """The partition the default (Java-compatible murmur2) partitioner gives a user id key."""
+    return (murmur2(user) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an input record was read: its coordinates, Kafka timestamp (s) and original key."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None
+    key: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What ingest attaches to a repartitioned event: its type, source and receipt wall time (s)."""
+
+    type: EventType
+    source: Source
+    received: float
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        s = self.source
+        return [
+            (H_TYPE, self.type.encode()),
+            (H_SRC, f"{s.topic}:{s.partition}:{s.offset}".encode()),
+            (H_KEY, s.key or b""),
+            (H_RECV, repr(self.received).encode()),
+            (H_KTS, repr(s.timestamp).encode()),
+        ]
+
+    @classmethod
+    def from_headers(cls, raw: Any) -> Envelope:
+        h = dict(raw or ())
+        # topic names cannot contain ':' (Kafka allows [a-zA-Z0-9._-])
+        topic, partition, offset = h[H_SRC].decode().rsplit(":", 2)
+        kts = h.get(H_KTS)
+        timestamp = float(kts) if kts is not None and kts != b"None" else None
+        source = Source(topic, int(partition), int(offset), timestamp, h.get(H_KEY) or None)
+        return cls(h[H_TYPE].decode(), source, float(h[H_RECV]))
+
+
+def decode_repartitioned(value: bytes, envelope: Envelope) -> Event:
+    """An event that ingest already validated: the original JSON plus its type header."""
+    o = orjson.loads(value)
+    return Event(o["event_id"], o["user_id"], o["item_id"], o.get("category_id"), o["ts"],
+                 envelope.type, o.get("price"), o.get("quantity"))
+
+
+def dead_letter_value(reason: str, detail: str, source: Source, value: bytes | None) -> bytes:
+    return orjson.dumps({
+        "reason": reason, "detail": detail,
+        "source": {
+            "topic": source.topic, "partition": source.partition, "offset": source.offset,
+            "timestamp": int(source.timestamp * 1000) if source.timestamp is not None else None,
+            "key_b64": base64.b64encode(source.key).decode() if source.key else None,
+        },
+        "value_b64": base64.b64encode(value or b"").decode(),
+        "dead_lettered_at": int(time.time() * 1000),
+    })
+
+
+def recommendation_value(event: Event, src_topic: str, answer: Recommendation,
+                         interests: list[tuple[str, float]], model: dict[str, str]) -> bytes:
+    value: dict[str, Any] = {
+        "user_id": event.user_id, "ts": event.ts,
+        "items": [{"item_id": i, "score": s, "category_id": c} for i, s, c in answer.items],
+        "interests": [{"category_id": c, "strength": round(s, 6)} for c, s in interests],
+        "model": model,
+        "trigger": {"event_id": event.event_id, "topic": src_topic, "ts": event.ts},
+        "emitted_at": int(time.time() * 1000),
+    }
+    if answer.categories is not None:
+        value["predicted_categories"] = [
+            {"category_id": c, "probability": round(p, 6)} for c, p in answer.categories]
+    if answer.churn_probability is not None:
+        value["churn_probability"] = round(answer.churn_probability, 6)
+    return orjson.dumps(value)

@@ -1,0 +1,188 @@
+"""The ``track`` agent's logic: apply a micro-batch of repartitioned events to per-user state.
+
+Each user's state is read once per batch, updated per event in event order, and written once per
+batch. Outputs (recommendations, churn warnings, dead letters of duplicates and too-late events)
+are delivered before the states are written."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+import orjson
+from faust.types import EventT, TableT
+
+from stream_app.core.baseline import BaselineRecommender
+from stream_app.core.catalog import Catalog
+from stream_app.core.churn import ChurnDetector
+from stream_app.core.config import Settings
+from stream_app.core.events import Event
+from stream_app.core.recommender import RecommendationRequest, Recommender
+from stream_app.core.state import PURCHASE, StatePolicy, UserState, event_id_hash
+from stream_app.service import compat, metrics
+from stream_app.service.records import (
+    Envelope,
+    dead_letter_value,
+    decode_repartitioned,
+    partition_for_user,
+    recommendation_value,
+)
+from stream_app.service.sender import OutputRecord, Outputs, RecordSender
+
+log = logging.getLogger(__name__)
+
+
+def make_recommender(settings: Settings, policy: StatePolicy) -> Recommender:
+    """The attention model when ``model_dir`` is set (ArtifactError, a clear message, if it cannot
+    be served), else the baseline."""
+    if settings.model_dir is not None:
+        from stream_app.model.runtime import ModelRuntime
+        from stream_app.model.serving import ModelRecommender
+
+        runtime = ModelRuntime(settings.model_dir, window_length=settings.window_length)
+        return ModelRecommender(runtime, settings.recommendations_k, settings.model_cache_users)
+    catalog = Catalog.from_csv(settings.catalog_path) if settings.catalog_path else None
+    return BaselineRecommender(catalog, settings.recommendations_k, policy)
+
+
+class Tracker:
+    def __init__(self, settings: Settings, app: faust.App, table: TableT, sender: RecordSender,
+                 events_topic_name: str):
+        self.settings, self.app, self.table, self.sender = settings, app, table, sender
+        self.events_topic_name = events_topic_name
+        self.policy = StatePolicy(
+            settings.window_length, settings.dedupe_memory, settings.late_tolerance_ms,
+            settings.interest_half_life_ms,
+        )
+        self.recommender = make_recommender(settings, self.policy)
+        self.model_info = {"name": self.recommender.name, "version": self.recommender.version}
+        self.churn = ChurnDetector(settings.churn_min_silence_ms, settings.churn_gap_multiple)
+        self.churn_model_info = {"name": "baseline", "version": "silence-vs-usual-gap"}
+
+    # --- state access --------------------------------------------------------------------
+
+    def load(self, user: bytes) -> UserState:
+        raw = self.table.get(user)
+        return UserState.decode(raw) if raw is not None else UserState()
+
+    def sync_assignment(self) -> None:
+        """Rebuild churn timers for newly assigned partitions, forget revoked ones."""
+        assigned = {tp.partition for tp in self.app.consumer.assignment()
+                    if tp.topic == self.events_topic_name}
+        known = self.churn.partitions()
+        if assigned == known:
+            return
+        for p in known - assigned:
+            self.churn.forget_partition(p)
+        new = assigned - known
+        by_partition: dict[int, list[tuple[bytes, UserState]]] = {p: [] for p in new}
+        n = self.settings.partitions
+        for key, raw in self.table.items():
+            p = partition_for_user(key, n)
+            if p in by_partition:
+                by_partition[p].append((key, UserState.decode(raw)))
+        for p, states in by_partition.items():
+            self.churn.rebuild_partition(p, states)
+        log.info("partitions %s assigned (%d users), %s revoked",
+                 sorted(new), sum(len(s) for s in by_partition.values()), sorted(known - assigned))
+        metrics.USERS_TRACKED.set(self.churn.users_tracked)
+
+    # --- the batch -----------------------------------------------------------------------
+
+    async def process(self, batch: Sequence[EventT]) -> None:
+        self.sync_assignment()
+        metrics.BATCH_SIZE.observe(len(batch))
+        states: dict[bytes, UserState] = {}
+        dirty: dict[bytes, EventT] = {}  # user -> an event of the user's partition (context)
+        out = Outputs()
+        policy = self.policy
+        # (slot in out, request, triggering event, its source topic): answered after the loop
+        asked: list[tuple[int, RecommendationRequest, Event, str]] = []
+        for ev in batch:
+            msg = ev.message
+            assert msg.key is not None and msg.value is not None  # ingest writes both
+            user = msg.key
+            envelope = Envelope.from_headers(msg.headers)
+            event = decode_repartitioned(msg.value, envelope)
+            state = states.get(user)
+            if state is None:
+                state = states[user] = self.load(user)
+            h = event_id_hash(event.event_id)
+            reason = ("duplicate" if state.is_duplicate(h)
+                      else "too_late" if state.is_too_late(event.ts, policy) else None)
+            if reason is not None:
+                self._dead_letter_later(out, reason, event, state, msg.key, msg.value, envelope)
+                continue
+            state.apply(event, h, policy)
+            dirty[user] = ev
+            src_topic = envelope.source.topic
+            metrics.EVENTS.labels(src_topic, event.type).inc()
+            request = RecommendationRequest(
+                user, event.ts, list(state.window), state.events_total, state.first_ts,
+                frozenset(e[0] for e in state.window if e[2] == PURCHASE),
+                state.top_interests(event.ts, policy))
+            slot = out.add(OutputRecord(self.settings.topic_recommendations, user, b"",
+                                        envelope.received, envelope.source.timestamp))
+            asked.append((slot, request, event, src_topic))
+            self.churn.track(msg.partition, user, state)
+            for due in self.churn.advance(msg.partition, event.ts):
+                due_state = states.get(due)
+                if due_state is None:
+                    due_state = states[due] = self.load(due)
+                if due_state.churn_warned_at:
+                    continue
+                due_state.churn_warned_at = self.churn.deadline(due_state)
+                dirty[due] = ev
+                out.add(OutputRecord(self.settings.topic_churn_warnings, due,
+                                     self.churn_warning(due, due_state)))
+        for p in {ev.message.partition for ev in batch}:
+            metrics.WATERMARK.labels(p).set(self.churn.watermark.get(p, 0))
+        if asked:
+            self.fill_recommendations(out, asked)
+        # Outputs are delivered before the states are written: after a crash between the two the
+        # events are applied again and their outputs repeated (at least once). The other order
+        # could store an event as applied whose outputs were never sent.
+        await out.send(self.sender)
+        for user, ctx in dirty.items():
+            with compat.current_event(ctx):
+                self.table[user] = states[user].encode()
+        metrics.USERS_TRACKED.set(self.churn.users_tracked)
+
+    def fill_recommendations(self, out: Outputs,
+                             asked: list[tuple[int, RecommendationRequest, Event, str]]) -> None:
+        started = time.perf_counter()
+        answers = self.recommender.recommend([request for _, request, _, _ in asked])
+        metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
+        for (slot, request, event, src_topic), answer in zip(asked, answers, strict=True):
+            if answer.churn_probability is not None:  # a model answered
+                metrics.MODEL_UPDATES.labels("step" if answer.stepped else "full").inc()
+            out.records[slot].value = recommendation_value(
+                event, src_topic, answer, request.interests, self.model_info)
+
+    def _dead_letter_later(self, out: Outputs, reason: str, event: Event, state: UserState,
+                           key: bytes, value: bytes, envelope: Envelope) -> None:
+        detail = (f"event_id {event.event_id!r} was already applied" if reason == "duplicate"
+                  else f"ts {event.ts} is {(state.last_ts - event.ts) / 60000:.1f} min older than the "
+                       f"user's newest event and older than the {len(state.recent_ts)} events the "
+                       f"dedupe memory holds (late tolerance {self.policy.late_tolerance_ms} ms)")
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        source = envelope.source
+        out.add(OutputRecord(self.settings.topic_dead_letters, source.key or key,
+                             dead_letter_value(reason, detail, source, value)))
+
+    def churn_warning(self, user: bytes, state: UserState) -> bytes:
+        detected = state.churn_warned_at  # the deadline, stamped when the warning was decided
+        model_churn = self.recommender.churn_probability(user)
+        value: dict[str, Any] = {
+            "user_id": user.decode(), "risk": self.churn.risk(state),
+            "reason": self.churn.reason(state), "last_event_ts": state.last_ts,
+            "silence_ms": detected - state.last_ts, "typical_gap_ms": state.typical_gap_ms(),
+            "detected_ts": detected, "events_total": state.events_total,
+            "model": self.churn_model_info, "emitted_at": int(time.time() * 1000),
+            # the attention model's churn head at the user's last event, when it has seen the user
+            "model_churn_probability": round(model_churn, 6) if model_churn is not None else None,
+        }
+        return orjson.dumps(value)

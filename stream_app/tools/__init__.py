@@ -1,0 +1,1 @@
+"""Tools around the service: record/replay, dataset loading, synthetic workloads, the demo."""

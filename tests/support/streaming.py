@@ -1,0 +1,138 @@
+"""Helpers for tests of the streaming path: real worker processes, real topics, real RocksDB."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+from aiokafka.structs import ConsumerRecord
+from rocksdict import AccessType, Rdict
+
+from stream_app.core.config import Settings
+from stream_app.core.events import Event
+from stream_app.core.state import UserState
+from stream_app.kafka.admin import create_topics
+from stream_app.kafka.clients import encode_event, make_producer
+from stream_app.service.process import spawn_worker
+from tests.support.topic_reader import read_topics
+
+
+class WorkerProcess:
+    """``interest-tracker worker`` as a child process, logging to a file."""
+
+    def __init__(self, settings: Settings, log_path: Path):
+        self.settings, self.log_path = settings, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.proc = spawn_worker(self.settings, self.log_path)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no final commit."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until the worker logs that it is ready (assigned, recovered, agents running)."""
+        deadline = time.monotonic() + timeout
+        while "[^Worker]: Ready" not in self.log():
+            assert time.monotonic() < deadline and self.alive, self.log()[-3000:]
+            time.sleep(0.5)
+
+
+async def produce(settings: Settings, events: Iterable[Event],
+                  raw: Iterable[tuple[str, bytes | None, bytes | None]] = ()) -> int:
+    """Send events to their input topics (keyed by user), then raw (topic, key, value) records."""
+    producer = make_producer(settings)
+    await producer.start()
+    n = 0
+    try:
+        for event in events:
+            key, value = encode_event(event)
+            await producer.send(settings.topic_of(event.type), value=value, key=key)
+            n += 1
+        for topic, key, value in raw:
+            await producer.send(topic, value=value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+async def read_topic(settings: Settings, topic: str, *, expect: int | None = None,
+                     idle_s: float = 5.0, timeout_s: float = 120.0) -> list[ConsumerRecord]:
+    """All records of ``topic`` from the start (partition by partition, offset order), until
+    ``expect`` arrived or, without ``expect``, until nothing new came for ``idle_s``. The embedded
+    broker's end offsets are unreliable, so this never relies on them."""
+    parts = await read_topics(settings, [topic], expected=expect, timeout=timeout_s, idle=idle_s)
+    return [r for _, records in sorted(parts.items()) for r in records]
+
+
+def json_values(records: list[ConsumerRecord]) -> list[dict]:
+    return [orjson.loads(r.value) for r in records]
+
+
+def latest_by_key(records: list[ConsumerRecord]) -> dict[bytes, ConsumerRecord]:
+    """Last record per key in offset order within each partition (a compacted view)."""
+    out: dict[bytes, ConsumerRecord] = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        out[r.key] = r
+    return out
+
+
+def local_states(settings: Settings) -> dict[bytes, UserState]:
+    """The user states in a stopped worker's local RocksDB files."""
+    tables = settings.data_dir / settings.app_id / "v1" / "tables"
+    states: dict[bytes, UserState] = {}
+    for db_path in sorted(tables.glob("user-state-*.db")):
+        db = Rdict(str(db_path), access_type=AccessType.read_only())
+        try:
+            for key, value in db.items():
+                if isinstance(key, bytes) and not key.startswith(b"__faust"):
+                    states[key] = UserState.decode(value)
+        finally:
+            db.close()
+    return states
+
+
+async def produce_mixed(settings: Settings, topic: str, n: int, ts0: int = 1_600_000_000_000) -> None:
+    """``n`` records of every shape a recording must keep: null and binary keys/values, headers."""
+    await create_topics(settings, [topic], 4)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        futs = []
+        for i in range(n):
+            key = None if i % 17 == 0 else f"user-{i % 50}".encode()
+            # (aiokafka cannot send a record without both key and value)
+            value = None if i % 101 == 0 and key else bytes([i % 256]) * (i % 40) + f"|{i}".encode()
+            headers = [("trace", f"t{i}".encode()), ("empty", b"")] if i % 3 else None
+            futs.append(await producer.send(topic, value, key=key, headers=headers, timestamp_ms=ts0 + i,
+                                            partition=None if key else i % 4))
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()

@@ -1,0 +1,98 @@
+"""The event-time merge of input partitions (pure logic; the worker-level proof is
+tests/integration/service/test_replay_worker.py)."""
+
+from __future__ import annotations
+
+import math
+
+from stream_app.core.alignment import EventTimeMerge
+from stream_app.core.config import Settings
+
+RANK = {"clicks": 0, "browses": 1, "purchases": 2}
+
+
+class Fetches:
+    """A fake consumer view: per (topic, partition), caught up or not and when last fetched."""
+
+    def __init__(self, caught: dict[tuple[str, int], bool], at: float = 0.0):
+        self.caught = caught
+        self.fetched_at = dict.fromkeys(caught, at)
+
+    def fetch(self, at: float, **caught: bool) -> None:
+        """A fetch response at time ``at`` covering every partition; ``clicks=False``: behind."""
+        for tp in self.caught:
+            self.fetched_at[tp] = at
+            self.caught[tp] = caught.get(tp[0], self.caught[tp])
+
+    def caught_up_at(self, topic: str, partition: int) -> float | None:
+        tp = (topic, partition)
+        return self.fetched_at.get(tp) if self.caught.get(tp, False) else None
+
+
+def test_merges_heads_in_event_time_and_waits_for_a_lagging_source() -> None:
+    f = Fetches({("clicks", 0): False, ("browses", 0): True, ("purchases", 0): True})
+    merge: EventTimeMerge[str] = EventTimeMerge(RANK, f.caught_up_at, max_wait_s=5)
+    merge.add("browses", 0, ts=30, offset=0, item="b30", arrived=0.0)
+    merge.add("purchases", 0, ts=10, offset=0, item="p10", arrived=0.0)
+    f.fetch(0.5)
+    # clicks partition 0 is empty but not caught up: nothing may pass yet
+    assert merge.ready(now=0.5) == []
+    merge.add("clicks", 0, ts=20, offset=0, item="c20", arrived=0.6)
+    f.fetch(0.7, clicks=True)
+    assert merge.ready(now=1.0) == ["p10", "c20", "b30"]
+    assert len(merge) == 0
+
+
+def test_equal_times_break_ties_by_topic_then_offset() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(RANK, lambda t, p: math.inf, max_wait_s=5)
+    merge.add("purchases", 1, ts=5, offset=0, item="p", arrived=0.0)
+    merge.add("browses", 1, ts=5, offset=7, item="b7", arrived=0.0)
+    merge.add("browses", 1, ts=5, offset=8, item="b8", arrived=0.0)
+    merge.add("clicks", 1, ts=5, offset=3, item="c", arrived=0.0)
+    assert merge.ready(now=0.0) == ["c", "b7", "b8", "p"]
+
+
+def test_gives_up_waiting_after_max_wait_and_drops_revoked_partitions() -> None:
+    released: list[str] = []
+    merge: EventTimeMerge[str] = EventTimeMerge(RANK, lambda t, p: None, max_wait_s=2,
+                                                on_release=released.append)
+    merge.add("browses", 0, ts=1, offset=0, item="b", arrived=0.0)
+    merge.add("browses", 3, ts=1, offset=0, item="x", arrived=0.0)
+    assert merge.ready(now=10.0) == []
+    assert merge.ready(now=11.0) == []
+    assert merge.ready(now=12.5) == ["b", "x"]
+    assert released == ["max_wait", "max_wait"]
+    merge.add("clicks", 3, ts=1, offset=1, item="y", arrived=0.0)
+    assert merge.drop_partitions({("clicks", 0)}) == ["y"]
+    assert len(merge) == 0
+
+
+def test_a_quiet_source_is_passed_only_after_a_fetch_newer_than_the_event() -> None:
+    """The race of issue 3: clicks looked caught up by a highwater fetched before b50 arrived,
+    while c40 (earlier in event time) was already on the broker. b50 must wait for a fetch
+    answered after it arrived, however long that takes (within max_wait_s)."""
+    f = Fetches({("clicks", 0): True, ("browses", 0): True, ("purchases", 0): True}, at=9.0)
+    released: list[str] = []
+    merge: EventTimeMerge[str] = EventTimeMerge(RANK, f.caught_up_at, max_wait_s=5,
+                                                on_release=released.append)
+    merge.add("browses", 0, ts=50, offset=0, item="b50", arrived=10.0)
+    assert merge.ready(now=10.9) == []  # stale: 0.9 s later still no newer fetch of clicks
+    f.fetch(11.0, clicks=False)  # the fetch finds c40: clicks is behind until it is delivered
+    assert merge.ready(now=11.0) == []
+    merge.add("clicks", 0, ts=40, offset=0, item="c40", arrived=11.1)
+    assert merge.ready(now=11.1) == []  # c40 is the head now; purchases needs a fetch after 11.1
+    f.fetch(11.2, clicks=True)
+    assert merge.ready(now=11.2) == ["c40", "b50"]
+    assert released == ["aligned", "aligned"]
+    # with every source holding data there is nothing to wait for
+    for topic, ts in (("clicks", 60), ("browses", 61), ("purchases", 62)):
+        merge.add(topic, 0, ts=ts, offset=1, item=f"{topic}{ts}", arrived=12.0)
+    assert merge.ready(now=12.0) == ["clicks60"]
+
+
+def test_fetch_wait_defaults_to_short_on_the_embedded_broker() -> None:
+    """The embedded broker holds a fetch for the whole wait, so Faust's 1.5 s would be added to
+    each hop of a quiet stream; on Kafka Faust's own setting is kept unless one is given."""
+    assert Settings(broker_profile="embedded").effective_fetch_wait_ms() == 100
+    assert Settings(broker_profile="kafka").effective_fetch_wait_ms() is None
+    assert Settings(broker_profile="kafka", fetch_wait_ms=250).effective_fetch_wait_ms() == 250

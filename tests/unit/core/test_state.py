@@ -1,0 +1,75 @@
+"""Per-user state alone (no broker): ordering, duplicates, lateness, the codec."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from stream_app.core.events import Event
+from stream_app.core.state import MAX_CATEGORIES, StatePolicy, UserState, event_id_hash
+
+POLICY = StatePolicy(window_length=50, dedupe_memory=512)
+T0 = 1_700_000_000_000
+
+
+def events(n: int, categories: int, seed: int = 1) -> list[Event]:
+    rng = random.Random(seed)
+    types = ("click", "browse", "purchase")
+    return [Event(f"e{i}", "u", f"i{rng.randrange(200)}", f"c{rng.randrange(categories)}",
+                  T0 + rng.randrange(30 * 86_400_000), types[rng.randrange(3)]) for i in range(n)]
+
+
+def apply_all(evs: list[Event], policy: StatePolicy = POLICY) -> UserState:
+    state = UserState()
+    for e in evs:
+        h = event_id_hash(e.event_id)
+        if not state.is_duplicate(h) and not state.is_too_late(e.ts, policy):
+            state.apply(e, h, policy)
+    return state
+
+
+def test_state_does_not_depend_on_arrival_order_within_the_dedupe_memory() -> None:
+    evs = events(400, categories=40)
+    in_order = apply_all(sorted(evs, key=lambda e: (e.ts, e.event_id)))
+    for seed in range(5):
+        shuffled = evs[:]
+        random.Random(seed).shuffle(shuffled)
+        got = apply_all(shuffled)
+        assert got.counts == in_order.counts and got.events_total == 400
+        assert (got.first_ts, got.last_ts) == (in_order.first_ts, in_order.last_ts)
+        assert [e[3] for e in got.window] == [e[3] for e in in_order.window]
+        assert sorted(got.recent_ids) == sorted(in_order.recent_ids)
+        a = dict(got.top_interests(got.last_ts, POLICY, n=100))
+        b = dict(in_order.top_interests(in_order.last_ts, POLICY, n=100))
+        assert a.keys() == b.keys()
+        for c in a:
+            assert math.isclose(a[c], b[c], rel_tol=1e-9)
+
+
+def test_duplicates_are_not_applied_twice() -> None:
+    evs = events(100, categories=5)
+    once = apply_all(evs)
+    twice = apply_all(evs + evs[::-1])
+    assert twice.encode() == once.encode()
+
+
+def test_an_event_older_than_a_full_dedupe_memory_is_too_late() -> None:
+    policy = StatePolicy(window_length=10, dedupe_memory=20)
+    state = apply_all([Event(f"e{i}", "u", "i", "c", T0 + i * 1000, "click") for i in range(20)], policy)
+    assert state.is_too_late(T0 - 1, policy)
+    assert not state.is_too_late(T0 + 500, policy)  # inside the remembered span: inserted in order
+    tolerant = StatePolicy(window_length=10, dedupe_memory=20, late_tolerance_ms=5_000)
+    assert state.is_too_late(T0 + 10_000, tolerant)
+
+
+def test_profile_keeps_the_strongest_categories() -> None:
+    state = apply_all(events(2000, categories=3 * MAX_CATEGORIES))
+    assert len(state.interests) == MAX_CATEGORIES
+
+
+def test_codec_round_trip() -> None:
+    state = apply_all(events(300, categories=10))
+    state.churn_warned_at = T0 + 5
+    back = UserState.decode(state.encode())
+    assert back.encode() == state.encode()
+    assert back.to_json(POLICY) == state.to_json(POLICY)
