@@ -29,9 +29,13 @@ the worker sets a 100 ms fetch wait (``TRACKER_FETCH_WAIT_MS``,
 :func:`stream_app.service.compat.set_fetch_wait`).
 Measured on the embedded broker (``interest-tracker demo``, this rule, 1.5 s vs 100 ms fetch wait):
 mean processing latency 1.43 s -> 0.19 s at 3 events/s, 1.25 s -> 0.14 s at 30 events/s, 0.53 s ->
-0.17 s at 300 events/s. A source that stays behind (not fetched, not assigned, a
-rebalance) holds its partition's merge for at most ``max_wait_s``; after that events pass it in
-arrival order and are counted as released by ``max_wait`` (that order can differ between runs).
+0.17 s at 300 events/s.
+
+No timer lets an event pass a source that holds unread records: a source that is *behind* (its
+last known highwater lies past what this process has read, or nothing is known of it yet) holds the
+merge for as long as it takes, so a backlog is merged in event time however the consumer schedules
+its fetches. Only a source that looks *idle* (caught up as of a fetch older than the head) is passed
+after ``max_wait_s`` without a fresher fetch, counted as ``idle``.
 """
 
 from __future__ import annotations
@@ -39,28 +43,36 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 T = TypeVar("T")
 SortKey = tuple[int, int, int]  # event time, topic rank, offset
 
-# caught_up_at(topic, partition): when (seconds, the merge's clock) the newest fetch response
-# covering that partition was received, if it showed nothing left to read; None otherwise.
-CaughtUpAt = Callable[[str, int], float | None]
+
+class SourceView(NamedTuple):
+    """What the consumer knows of one input partition that has nothing buffered in the merge."""
+
+    caught_up_at: float | None  # when (the merge's clock) a fetch showed nothing left to read
+    behind: bool  # records on the broker not read yet, or nothing known of the partition
+
+
+BEHIND = SourceView(None, True)
+# source(topic, partition) -> SourceView
+SourceOf = Callable[[str, int], SourceView]
 
 
 class EventTimeMerge(Generic[T]):
     """Per-partition merge of the input topics in (event time, topic rank, offset) order.
 
     ``clock`` (wall-clock seconds by default) stamps arrivals and measures ``max_wait_s``; it must
-    be the clock of ``caught_up_at``'s fetch times. ``on_release(how)`` is called per
-    forwarded event with ``"aligned"`` or ``"max_wait"``."""
+    be the clock of ``source``'s fetch times. ``on_release(how)`` is called per forwarded event
+    with ``"aligned"`` or ``"idle"`` (passed an idle-looking source after ``max_wait_s``)."""
 
-    def __init__(self, topic_rank: dict[str, int], caught_up_at: CaughtUpAt, max_wait_s: float,
+    def __init__(self, topic_rank: dict[str, int], source: SourceOf, max_wait_s: float,
                  clock: Callable[[], float] = time.time,
                  on_release: Callable[[str], None] | None = None):
         self.topic_rank = topic_rank
-        self.caught_up_at = caught_up_at
+        self.source = source
         self.max_wait_s = max_wait_s
         self.clock = clock
         self.on_release = on_release
@@ -91,7 +103,7 @@ class EventTimeMerge(Generic[T]):
             heads = [(t, p) for t in self.topic_rank]
             # asked once per source and call (not per event): an answer about the fetch at time F
             # stays true of F, and events are delivered only between calls
-            as_of: dict[tuple[str, int], float | None] = {}
+            as_of: dict[tuple[str, int], SourceView] = {}
             while True:
                 held = [tp for tp in heads if self._queues.get(tp)]
                 if not held:
@@ -99,20 +111,25 @@ class EventTimeMerge(Generic[T]):
                     break
                 best = min(held, key=lambda tp: self._queues[tp][0][0])
                 arrived = self._queues[best][0][1]
-                behind = []
+                behind = idle = False
                 for tp in heads:
                     if self._queues.get(tp):
                         continue
                     if tp not in as_of:
-                        as_of[tp] = self.caught_up_at(*tp)
-                    fetched = as_of[tp]
-                    if fetched is None or fetched <= arrived:  # a fetch newer than the head is needed
-                        behind.append(tp)
+                        as_of[tp] = self.source(*tp)
+                    view = as_of[tp]
+                    if view.behind:
+                        behind = True
+                    elif view.caught_up_at is None or view.caught_up_at <= arrived:
+                        idle = True  # caught up as of an older fetch: a newer one is needed
                 if behind:
+                    self._blocked_since.pop(p, None)
+                    break  # unread records may hold an earlier event: wait for them, however long
+                if idle:
                     since = self._blocked_since.setdefault(p, now)
                     if now - since < self.max_wait_s:
-                        break  # an empty source may still hold an earlier event
-                    how = "max_wait"
+                        break
+                    how = "idle"
                 else:
                     self._blocked_since.pop(p, None)
                     how = "aligned"

@@ -1,9 +1,11 @@
 """Churn warnings in event time: per-partition watermarks and a deadline heap per partition.
 
 A user's deadline is ``last event + threshold`` with ``threshold = max(min_silence,
-gap_multiple x the user's typical gap)``. When a partition's watermark (the newest accepted event
-time on it) passes a deadline, the user gets one warning per episode; an episode ends when the
-user comes back. The heaps are derived state: rebuilt from the table after a rebalance.
+gap_multiple x the user's typical gap)``. When a partition's watermark passes a deadline, the user
+gets one warning per episode; an episode ends when the user comes back. The watermark is the newest
+event time that at least ``quorum`` users of the partition have reached (the newest while fewer are
+known; it never moves back): one user's far-future event cannot make everyone else look silent. The heaps are
+derived state: rebuilt from the table after a rebalance.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from stream_app.core.state import UserState
 
 
 class ChurnDetector:
-    def __init__(self, min_silence_ms: int, gap_multiple: float):
-        self.min_silence_ms, self.gap_multiple = min_silence_ms, gap_multiple
+    def __init__(self, min_silence_ms: int, gap_multiple: float, quorum: int = 3):
+        self.min_silence_ms, self.gap_multiple, self.quorum = min_silence_ms, gap_multiple, quorum
         self.watermark: dict[int, int] = {}
         self._heaps: dict[int, list[tuple[int, bytes, int]]] = {}  # (deadline, user, last_ts)
         self._latest: dict[int, dict[bytes, int]] = {}  # partition -> user -> newest last_ts
+        # partition -> the ``quorum`` users with the newest last_ts (a user's last_ts only grows,
+        # so a user outside this set enters it only by passing its smallest member)
+        self._leaders: dict[int, dict[bytes, int]] = {}
 
     @property
     def users_tracked(self) -> int:
@@ -37,15 +42,33 @@ class ChurnDetector:
         if latest.get(user) == state.last_ts:
             return
         latest[user] = state.last_ts
+        self._lead(partition, user, state.last_ts)
         heap = self._heaps.setdefault(partition, [])
         heapq.heappush(heap, (self.deadline(state), user, state.last_ts))
         if len(heap) > 4 * len(latest) + 1024:  # drop superseded entries
             heap[:] = [e for e in heap if latest.get(e[1]) == e[2]]
             heapq.heapify(heap)
 
-    def advance(self, partition: int, ts: int) -> list[bytes]:
-        """Move the partition's watermark to ``ts``; return users whose deadline passed."""
+    def _lead(self, partition: int, user: bytes, last_ts: int) -> None:
+        leaders = self._leaders.setdefault(partition, {})
+        if user in leaders or len(leaders) < self.quorum:
+            leaders[user] = last_ts
+            return
+        weakest = min(leaders, key=lambda u: (leaders[u], u))
+        if last_ts > leaders[weakest]:
+            del leaders[weakest]
+            leaders[user] = last_ts
+
+    def _quorum_time(self, partition: int) -> int:
+        leaders = self._leaders.get(partition, {}).values()
+        if len(leaders) < self.quorum:  # too few users to outvote one: the newest of them
+            return max(leaders, default=0)
+        return min(leaders)
+
+    def advance(self, partition: int) -> list[bytes]:
+        """Move the partition's watermark to its quorum time; return users whose deadline passed."""
         wm = self.watermark.get(partition, 0)
+        ts = self._quorum_time(partition)
         if ts <= wm:
             return []
         self.watermark[partition] = ts
@@ -61,6 +84,7 @@ class ChurnDetector:
     def forget_partition(self, partition: int) -> None:
         self._heaps.pop(partition, None)
         self._latest.pop(partition, None)
+        self._leaders.pop(partition, None)
         self.watermark.pop(partition, None)
 
     def rebuild_partition(self, partition: int, states: list[tuple[bytes, UserState]]) -> None:
@@ -72,7 +96,8 @@ class ChurnDetector:
                 self.track(partition, user, state)
             else:
                 self._latest[partition][user] = state.last_ts
-        self.watermark[partition] = max((s.last_ts for _, s in states), default=0)
+                self._lead(partition, user, state.last_ts)
+        self.watermark[partition] = self._quorum_time(partition)
 
     def deadline(self, state: UserState) -> int:
         """Event time at which the user's silence reaches their threshold: the warning's time.

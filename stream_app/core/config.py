@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     churn_gap_multiple: float = Field(
         10.0, description="silence must also exceed this multiple of the user's usual gap"
     )
+    watermark_quorum: int = Field(
+        3, ge=1, description="a partition's event-time watermark is the newest time at least this "
+        "many of its users have reached: one user's far-future events cannot trigger churn warnings",
+    )
     recommendations_k: int = Field(10, ge=1, le=200, description="items per recommendation")
     batch_max: int = Field(1000, ge=1, description="micro-batch size (events)")
     batch_within_s: float = Field(0.05, gt=0, description="micro-batch wait (seconds)")
@@ -77,8 +81,9 @@ class Settings(BaseSettings):
         "arrives), Faust's 1500 ms on Apache Kafka (which answers as soon as data arrives)",
     )
     align_max_wait_s: float = Field(
-        5.0, ge=0, description="longest wall-clock wait for a lagging input partition when "
-        "merging the input topics in event time (0: no alignment)",
+        5.0, ge=0, description="idle bound of the event-time merge: how long an input partition "
+        "that looks idle (caught up as of an older fetch) may hold the others; a partition with "
+        "unread records holds them until it is read",
     )
     model_dir: Path | None = Field(None, description="model artifact directory (attention model)")
     model_cache_users: int = Field(

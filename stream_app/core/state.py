@@ -30,7 +30,12 @@ FORMAT_VERSION = 1
 # Interest added per event, by type code (click, browse, purchase): buying says most.
 TYPE_WEIGHT = (3.0, 1.0, 5.0)
 PURCHASE = TYPE_CODE["purchase"]
-MAX_CATEGORIES = 64  # profile keeps the strongest categories only
+# The profile forgets a category once its strength has decayed below PRUNE_BELOW (~20 half-lives
+# without an event of it): what is forgotten is that small whatever the arrival order, so the profile
+# does not depend on it. MAX_CATEGORIES bounds the state of extreme users (the weakest go first;
+# only there does arrival order matter).
+PRUNE_BELOW = 1e-6
+MAX_CATEGORIES = 1024
 
 WindowEntry = tuple[str, str | None, int, int]  # item_id, category_id, type code, ts (ms)
 
@@ -126,14 +131,20 @@ class UserState:
         cur = self.interests.get(category)
         if cur is None:
             self.interests[category] = [weight, ts]
-            if len(self.interests) > MAX_CATEGORIES:
-                weakest = min(self.interests, key=lambda c: self.strength(c, ts, rate))
-                del self.interests[weakest]
+            self._prune(max(ts, self.last_ts), rate)
         elif ts >= cur[1]:
             cur[0] = cur[0] * math.exp(-rate * (ts - cur[1])) + weight
             cur[1] = ts
         else:  # a late event adds its weight as decayed to the category's reference time
             cur[0] += weight * math.exp(-rate * (cur[1] - ts))
+
+    def _prune(self, now: int, rate: float) -> None:
+        faded = [c for c in self.interests if self.strength(c, now, rate) < PRUNE_BELOW]
+        for c in faded:
+            del self.interests[c]
+        if len(self.interests) > MAX_CATEGORIES:
+            weakest = min(self.interests, key=lambda c: (self.strength(c, now, rate), c))
+            del self.interests[weakest]
 
     # --- reading -------------------------------------------------------------------------
 
@@ -200,7 +211,7 @@ class UserState:
             ],
             "interests": [
                 {"category_id": c, "strength": round(s, 6)}
-                for c, s in self.top_interests(self.last_ts, policy, n=MAX_CATEGORIES)
+                for c, s in self.top_interests(self.last_ts, policy, n=len(self.interests))
             ],
             "churn_warned_at": self.churn_warned_at or None,
         }

@@ -63,3 +63,10 @@ def committed_offset(app: faust.App, tp: TP) -> int | None:
     """The group's committed offset of ``tp`` as Faust keeps it (``Consumer._committed_offset``,
     the next offset to read): where this process starts reading a partition it was assigned."""
     return app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+
+
+def fetch_position(app: faust.App, tp: TP) -> int | None:
+    """The aiokafka fetcher's position in ``tp`` (the next offset it will fetch), without waiting:
+    aiokafka's public ``position()`` is a coroutine that waits for a valid position."""
+    state = aiokafka_consumer(app)._subscription.subscription.assignment.state_value(tp)
+    return state.position if state is not None and state.has_valid_position else None

@@ -14,7 +14,7 @@ import faust
 from aiokafka.errors import IllegalStateError
 from faust.types import TP, EventT
 
-from stream_app.core.alignment import EventTimeMerge
+from stream_app.core.alignment import BEHIND, EventTimeMerge, SourceView
 from stream_app.core.config import Settings
 from stream_app.core.events import Event, Rejection, parse_event
 from stream_app.service import compat, metrics
@@ -34,13 +34,12 @@ class Ingest:
         rank = {t: i for i, t in enumerate(self.type_by_topic)}
         self.last_offset: dict[tuple[str, int], int] = {}
         self.merge: EventTimeMerge[tuple[EventT, Event, float]] = EventTimeMerge(
-            rank, self.caught_up_at, settings.align_max_wait_s, clock=time.time,
+            rank, self.source_view, settings.align_max_wait_s, clock=time.time,
             on_release=lambda how: metrics.ALIGNED_EVENTS.labels(how).inc())
         self.lock = asyncio.Lock()
 
-    def caught_up_at(self, topic: str, partition: int) -> float | None:
-        """When (wall-clock seconds) the consumer received the newest fetch response covering this
-        input partition, if it shows nothing left to read; None otherwise (see alignment.py)."""
+    def source_view(self, topic: str, partition: int) -> SourceView:
+        """What the consumer knows of an input partition with nothing buffered (see alignment.py)."""
         tp = TP(topic, partition)
         try:
             # The fetcher writes a partition's highwater, then its fetch time: read them in the
@@ -48,15 +47,19 @@ class Ingest:
             fetched_ms = compat.last_fetch_ms(self.app, tp)
             hw = self.app.consumer.highwater(tp)
         except (AssertionError, AttributeError, KeyError, IllegalStateError):
-            return None  # not assigned (yet), or the consumer is not running
+            return BEHIND  # not assigned (yet), or the consumer is not running: nothing known
         if fetched_ms is None or hw is None or hw < 0:
-            return None
+            return BEHIND
         seen = self.last_offset.get((topic, partition))
-        # Nothing read from it by this process: caught up if nothing lies past where reading starts,
-        # the group's committed offset. Without it a quiet partition would hold the merge for
-        # max_wait after every restart.
-        caught = hw <= (compat.committed_offset(self.app, tp) or 0) if seen is None else seen + 1 >= hw
-        return fetched_ms / 1000 if caught else None
+        # nothing read from it by this process: reading starts at the group's committed offset
+        next_offset = seen + 1 if seen is not None else compat.committed_offset(self.app, tp) or 0
+        if hw <= next_offset:
+            return SourceView(fetched_ms / 1000, False)
+        if seen is None and (compat.fetch_position(self.app, tp) or 0) >= hw:
+            # The fetcher moved past the committed offset without a record reaching us: retention
+            # removed them, or they are still on their way through Faust. Idle, not caught up.
+            return SourceView(None, False)
+        return BEHIND
 
     async def on_batch(self, batch: Sequence[EventT]) -> None:
         now = time.time()

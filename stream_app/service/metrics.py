@@ -26,8 +26,8 @@ BATCH_SIZE = Histogram(
 USERS_TRACKED = Gauge("tracker_users_tracked", "Users whose state this worker holds")
 ALIGNED_EVENTS = Counter(
     "tracker_aligned_events",
-    "Input events forwarded by the event-time merge: 'aligned' (in event-time order) or "
-    "'max_wait' (a source stayed behind longer than TRACKER_ALIGN_MAX_WAIT_S; order may vary)",
+    "Input events forwarded by the event-time merge: 'aligned' (every empty source caught up) or "
+    "'idle' (passed a source that looked idle for TRACKER_ALIGN_MAX_WAIT_S without a fresh fetch)",
     ["how"],
 )
 WATERMARK = Gauge("tracker_watermark_ms", "Event-time watermark per partition", ["partition"])

@@ -59,7 +59,8 @@ class Tracker:
         )
         self.recommender = make_recommender(settings, self.policy)
         self.model_info = {"name": self.recommender.name, "version": self.recommender.version}
-        self.churn = ChurnDetector(settings.churn_min_silence_ms, settings.churn_gap_multiple)
+        self.churn = ChurnDetector(settings.churn_min_silence_ms, settings.churn_gap_multiple,
+                                   settings.watermark_quorum)
         self.churn_model_info = {"name": "baseline", "version": "silence-vs-usual-gap"}
 
     # --- state access --------------------------------------------------------------------
@@ -115,6 +116,11 @@ class Tracker:
                       else "too_late" if state.is_too_late(event.ts, policy) else None)
             if reason is not None:
                 self._dead_letter_later(out, reason, event, state, msg.key, msg.value, envelope)
+                if reason == "duplicate":
+                    # A redelivery after a crash: the local store may hold this state while the
+                    # changelog missed it (kill -9 before Faust's producer flushed). Writing it
+                    # again puts it in the changelog before the offset is committed.
+                    dirty.setdefault(user, ev)
                 continue
             state.apply(event, h, policy)
             dirty[user] = ev
@@ -128,7 +134,7 @@ class Tracker:
                                         envelope.received, envelope.source.timestamp))
             asked.append((slot, request, event, src_topic))
             self.churn.track(msg.partition, user, state)
-            for due in self.churn.advance(msg.partition, event.ts):
+            for due in self.churn.advance(msg.partition):
                 due_state = states.get(due)
                 if due_state is None:
                     due_state = states[due] = self.load(due)

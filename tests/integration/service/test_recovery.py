@@ -131,7 +131,7 @@ def local_partitions(settings: Settings) -> set[int]:
 def test_restart_does_not_hold_events_behind_quiet_inputs(settings: Settings, tmp_path: Path) -> None:
     """After a restart, input partitions already read to their committed end count as caught up:
     a new event passes the event-time merge at once, in order, instead of after
-    TRACKER_ALIGN_MAX_WAIT_S and counted as released by ``max_wait``."""
+    TRACKER_ALIGN_MAX_WAIT_S and counted as released by ``idle``."""
     port = free_port()
     s = settings.model_copy(update={"metrics_port": port})
     t0 = int(time.time() * 1000) - 3_600_000
@@ -155,4 +155,4 @@ def test_restart_does_not_hold_events_behind_quiet_inputs(settings: Settings, tm
         worker.stop()
     released = {dict(labels)["how"]: v for (name, labels), v in metrics.items()
                 if name == "tracker_aligned_events_total"}
-    assert released.get("max_wait", 0) == 0 and released.get("aligned") == 1, released
+    assert released.get("idle", 0) == 0 and released.get("aligned") == 1, released

@@ -62,9 +62,27 @@ def test_an_event_older_than_a_full_dedupe_memory_is_too_late() -> None:
     assert state.is_too_late(T0 + 10_000, tolerant)
 
 
-def test_profile_keeps_the_strongest_categories() -> None:
-    state = apply_all(events(2000, categories=3 * MAX_CATEGORIES))
-    assert len(state.interests) == MAX_CATEGORIES
+def test_profile_beyond_64_categories_does_not_depend_on_arrival_order() -> None:
+    evs = events(500, categories=300, seed=3)
+    want = apply_all(sorted(evs, key=lambda e: e.ts))
+    assert len(want.interests) > 200
+    for seed in range(3):
+        shuffled = evs[:]
+        random.Random(seed).shuffle(shuffled)
+        got = apply_all(shuffled)
+        assert got.interests.keys() == want.interests.keys()
+        for c in got.interests:
+            assert math.isclose(got.strength(c, T0, POLICY.decay_rate),
+                                want.strength(c, T0, POLICY.decay_rate), rel_tol=1e-9)
+
+
+def test_faded_categories_are_forgotten_and_extreme_profiles_bounded() -> None:
+    old = Event("old", "u", "i", "faded", T0, "browse")
+    new = [Event(f"n{i}", "u", "i", f"c{i}", T0 + 200 * 86_400_000 + i, "browse")
+           for i in range(MAX_CATEGORIES + 50)]
+    state = apply_all([old, *new[:1]])
+    assert "faded" not in state.interests  # 200 days at a 7-day half-life: below PRUNE_BELOW
+    assert len(apply_all([old, *new]).interests) == MAX_CATEGORIES
 
 
 def test_codec_round_trip() -> None:
