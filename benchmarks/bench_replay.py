@@ -25,11 +25,11 @@ from pathlib import Path
 
 from stream_app.broker import EmbeddedBroker, create_topics, free_port
 from stream_app.config import Settings
-from stream_app.datasets import read_dataset
 from stream_app.kafka import encode_event, make_producer, topic_for
 from stream_app.loading import PendingSends, load_dataset
 from stream_app.recording import record
 from stream_app.replay import ReplayOptions, replay
+from stream_app.tools.datasets import read_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("TRACKER_SHARED_DATA", ROOT.parent / "shared" / "data")) / (

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from stream_app.broker import EmbeddedBroker, create_topics, free_port
 from stream_app.config import Settings
-from stream_app.datasets import read_dataset
 from stream_app.loading import send_events
+from stream_app.tools.datasets import read_dataset
 from stream_app.worker_process import spawn_worker
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_app.datasets import LoadReport, read_dataset
 from stream_app.events import TYPE_CODE
 from stream_app.features import WindowEvent
+from stream_app.tools.datasets import LoadReport, read_dataset
+
+
+class NoEvents(ValueError):
+    """A dataset of which no line could be read as an event (the message says why, in one line)."""
 
 
 @dataclass
@@ -63,13 +67,17 @@ def load_table(path: Path, kind: str | None = None, min_item_count_drop: int = 0
     items seen fewer times than that in the whole file are removed (the reference protocol of
     leave-one-out evaluation on MovieLens; it looks at all data, so time splits map rare items to
     UNKNOWN from training counts instead)."""
-    from stream_app.datasets import detect_kind
+    from stream_app.tools.datasets import detect_kind
 
     kind = kind or detect_kind(path)
     report = LoadReport(str(path), kind)
     per_user: dict[str, list[WindowEvent]] = defaultdict(list)
     for e in read_dataset(path, kind, report, progress=progress):
         per_user[e.user_id].append((e.item_id, e.category_id, TYPE_CODE[e.type], e.ts))
+    if report.events == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in report.bad_reasons.most_common(3)) or "empty file"
+        raise NoEvents(f"{path}: no event could be read as {kind} ({report.lines} lines, "
+                       f"{report.bad_lines} bad: {reasons})")
     dropped = 0
     if min_item_count_drop > 0:
         counts = Counter(e[0] for h in per_user.values() for e in h)

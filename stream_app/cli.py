@@ -20,6 +20,9 @@ COMMON_FIELDS = (
     "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
     "ssl_cafile", "ssl_certfile", "ssl_keyfile", "log_level",
 )
+# The public dataset formats (stream_app.tools.datasets.FILE_KINDS; a test keeps them in sync).
+# "movielens" reads every MovieLens release: ``::``, tab-separated u.data, CSV with or without header.
+DATASET_KINDS = ("taobao", "movielens", "diginetica", "retailrocket", "yoochoose")
 
 
 def settings_options(fields: tuple[str, ...] = COMMON_FIELDS) -> Callable[..., Any]:
@@ -206,16 +209,16 @@ def replay(settings: Settings, path: str, speed: str, rate: float | None, rename
 @main.command("load-dataset")
 @settings_options()
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--kind", type=click.Choice(["taobao", "movielens", "diginetica", "retailrocket"]),
-              default=None, help="dataset format; detected from the file when omitted")
+@click.option("--kind", type=click.Choice(DATASET_KINDS), default=None,
+              help="dataset format; detected from the file's content when omitted")
 @click.option("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
 @click.option("--limit", type=int, default=None, help="send at most this many events")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def load_dataset(settings: Settings, path: str, kind: str | None, rate: float | None, limit: int | None,
                  progress: bool) -> None:
     """Put a public dataset file on the input topics; bad lines are reported, not fatal."""
-    from stream_app.datasets import detect_kind
     from stream_app.loading import load_dataset as load
+    from stream_app.tools.datasets import detect_kind
 
     try:
         kind = kind or detect_kind(path)
@@ -287,7 +290,8 @@ def generate(settings: Settings, users: int, items: int, categories: int, seed: 
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="model artifact directory to write")
-@click.option("--kind", default=None, help="dataset kind (default: detected)")
+@click.option("--kind", type=click.Choice(DATASET_KINDS), default=None,
+              help="dataset format; detected from the file's content when omitted")
 @click.option("--split", "split_kind", type=click.Choice(["time", "leave-one-out"]), default="time",
               show_default=True)
 @click.option("--valid-fraction", type=float, default=0.1, show_default=True)
@@ -325,11 +329,17 @@ def train(data: Path, out_dir: Path, kind: str | None, split_kind: str, valid_fr
           max_minutes: float | None, report_dir: Path | None) -> None:
     """Train the attention model on DATA, export it to ONNX (with a parity check) and evaluate it
     against the baselines on the test split."""
+    from export.data import NoEvents
     from export.pipeline import run_train
     from export.splits import SplitSpec
     from export.train import TrainConfig
     from stream_app.features import FeatureSpec
+    from stream_app.tools.datasets import detect_kind
 
+    try:
+        kind = kind or detect_kind(data)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="DATA") from exc
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     split = SplitSpec(split_kind.replace("-", "_"), valid_fraction, test_fraction,  # type: ignore[arg-type]
                       int(horizon_hours * 3_600_000))
@@ -338,8 +348,11 @@ def train(data: Path, out_dir: Path, kind: str | None, split_kind: str, valid_fr
                       epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                       early_stop_metric=early_stop, exclude_history=exclude_history, seed=seed,
                       threads=threads, max_minutes=max_minutes)
-    md = run_train(data, out_dir, split, FeatureSpec(window_length=window_length), cfg, min_item_count,
-                   report_dir, kind)
+    try:
+        md = run_train(data, out_dir, split, FeatureSpec(window_length=window_length), cfg, min_item_count,
+                       report_dir, kind)
+    except NoEvents as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(md.read_text())
     click.echo(f"artifact: {out_dir}  report: {md.parent}")
 

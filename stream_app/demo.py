@@ -32,7 +32,7 @@ DEFAULT_EVENTS = 20_000
 def demo_events(data_path: str | None, limit: int | None) -> tuple[list[Event], str]:
     n = limit or DEFAULT_EVENTS
     if data_path:
-        from stream_app.datasets import LoadReport, read_dataset
+        from stream_app.tools.datasets import LoadReport, read_dataset
 
         report = LoadReport(path=data_path, kind="")
         events = list(itertools.islice(read_dataset(data_path, report=report), n))

@@ -1,7 +1,7 @@
 """Putting events on the input topics: at a target rate, with a progress bar and a final count.
 
 ``send_events`` is shared by ``load-dataset`` (public dataset files through
-:mod:`stream_app.datasets`, the same adapters ``export/`` trains on) and ``generate``
+:mod:`stream_app.tools.datasets`, the same adapters ``export/`` trains on) and ``generate``
 (:mod:`stream_app.generate`). Events are keyed by user id (``encode_event``), so each user's events
 stay in order on one partition.
 """
@@ -139,7 +139,7 @@ async def send_events(
 
 @dataclass
 class LoadResult:
-    report: Any  # stream_app.datasets.LoadReport
+    report: Any  # stream_app.tools.datasets.LoadReport
     sent: SendSummary
 
     def lines(self) -> list[str]:
@@ -152,7 +152,7 @@ async def load_dataset(
 ) -> LoadResult:
     """Read a public dataset file with the shared adapters and produce its events; bad lines are
     counted in the report (with examples), never fatal."""
-    from stream_app.datasets import LoadReport, detect_kind, read_dataset
+    from stream_app.tools.datasets import LoadReport, detect_kind, read_dataset
 
     kind = kind or detect_kind(path)
     report = LoadReport(str(path), kind)

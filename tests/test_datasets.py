@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import shared_data
 
-from stream_app.datasets import LoadReport, detect_kind, read_dataset
+from stream_app.tools.datasets import LoadReport, detect_kind, read_dataset
 
 
 def test_taobao_head84k_reports_truncated_last_line_and_delivers_the_rest() -> None:

@@ -1,0 +1,1 @@
+"""Offline tools around the stream app: dataset adapters."""
