@@ -1,7 +1,8 @@
 """Evaluation on one role's points (validation or test): the model and the baselines, same points,
 same full ranking. Items: HR@10 / NDCG@10 over every item of the vocabulary, optionally excluding
-the user's past items; an UNKNOWN target counts as a miss. Categories: the same over categories,
-nothing excluded. Churn: ROC-AUC and PR-AUC on the role's uncensored churn points."""
+the user's past items. Categories: the same over categories, nothing excluded. A PAD or UNKNOWN
+target is a miss for every scorer (``export.metrics.MISS_RANK``). Churn: ROC-AUC, PR-AUC and recall
+at a fixed precision on the role's uncensored churn points, or a note saying why they are absent."""
 
 from __future__ import annotations
 
@@ -131,7 +132,10 @@ def evaluate(model: InterestModel, data: PreparedData, role: int, exclude_histor
         results.setdefault(name, {}).update({f"churn_{k}": v for k, v in churn_metrics(labels, prob).items()})
     if baselines:
         results["_comparison"] = compare_with_best_baseline(ranks, labels, churn_probs)
-    results["_points"] = {"targets": float(len(pts)), "churn_points": float(len(churn_pts))}
+    results["_points"] = {"targets": float(len(pts)), "churn_points": float(len(churn_pts)),
+                          "churn_positives": float(labels.sum()),
+                          "unknown_item_targets": float((data.next_item[pts] < 2).sum()),
+                          "unknown_category_targets": float((data.next_category[pts] < 2).sum())}
     return results
 
 

@@ -7,13 +7,25 @@ from collections.abc import Callable
 
 import numpy as np
 
+# Rank given to a target that is PAD or UNKNOWN: beyond every cut-off, so a miss for every scorer
+# at every k. Decision (docs/model.md, "Metrics"): such points stay in the denominator as misses
+# rather than being excluded, so every scorer is measured on the same points and a dataset whose
+# targets are often unknown (rare items under the time split, events without a category) does not
+# look better than it is. Before this, an UNKNOWN target tied with PAD at the bottom of the ranking,
+# which with fewer than ~10 categories is still inside the top 10: a hit for every scorer.
+MISS_RANK = np.iinfo(np.int32).max
+SPECIAL_IDS = 2  # vocabulary indices 0 = PAD and 1 = UNKNOWN (stream_app.features)
+
 
 def target_ranks(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
     """0-based rank of each row's target among all columns. Ties count against the target (a
-    baseline's equal scores cannot flatter it); excluded columns should hold -inf beforehand."""
+    baseline's equal scores cannot flatter it); excluded columns should hold -inf beforehand.
+    A PAD or UNKNOWN target gets :data:`MISS_RANK` (never a hit)."""
+    target = np.asarray(target)
     rows = np.arange(len(target))
     t = scores[rows, target][:, None]
-    return (scores > t).sum(1) + (scores == t).sum(1) - 1
+    ranks = (scores > t).sum(1) + (scores == t).sum(1) - 1
+    return np.where(target < SPECIAL_IDS, MISS_RANK, ranks).astype(np.int64)
 
 
 def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
