@@ -1,5 +1,5 @@
-"""Full-ranking metrics with one target per point, churn ROC-AUC / PR-AUC, and paired bootstrap
-intervals for the model's margin over a baseline."""
+"""Full-ranking metrics with one target per point, churn ROC-AUC / PR-AUC / recall at a fixed
+precision, and paired bootstrap intervals for the model's margin over a baseline."""
 
 from __future__ import annotations
 
@@ -50,6 +50,19 @@ def paired_bootstrap(difference: Callable[[np.ndarray], float], n_points: int, r
             "share_model_better": float((d > 0).mean())}
 
 
+CHURN_PRECISION = 0.5  # the fixed precision of the reported recall: at most one false alarm per churner
+
+
+def recall_at_precision(label: np.ndarray, prob: np.ndarray, precision: float = CHURN_PRECISION) -> float:
+    """The largest share of churners caught by a threshold whose alarms are at least ``precision``
+    right (0 when no threshold is that precise)."""
+    from sklearn.metrics import precision_recall_curve
+
+    p, r, _ = precision_recall_curve(label, prob)
+    ok = p >= precision
+    return float(r[ok].max()) if ok.any() else 0.0
+
+
 def churn_metrics(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -57,4 +70,5 @@ def churn_metrics(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
         return {"roc_auc": float("nan"), "pr_auc": float("nan"), "positives": float(label.sum())}
     return {"roc_auc": float(roc_auc_score(label, prob)),
             "pr_auc": float(average_precision_score(label, prob)),
+            f"recall@p{CHURN_PRECISION:g}": recall_at_precision(label, prob),
             "positive_rate": float(label.mean())}
