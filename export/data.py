@@ -14,6 +14,10 @@ from stream_app.model.features import WindowEvent
 from stream_app.tools.datasets import LoadReport, read_dataset
 
 
+class NoEvents(ValueError):
+    """A dataset of which no line could be read as an event (the message says why, in one line)."""
+
+
 @dataclass
 class EventTable:
     """All users' events, grouped by user and sorted by time (file order breaks ties).
@@ -70,6 +74,10 @@ def load_table(path: Path, kind: str | None = None, min_item_count_drop: int = 0
     per_user: dict[str, list[WindowEvent]] = defaultdict(list)
     for e in read_dataset(path, kind, report, progress=progress):
         per_user[e.user_id].append((e.item_id, e.category_id, TYPE_CODE[e.type], e.ts))
+    if report.events == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in report.bad_reasons.most_common(3)) or "empty file"
+        raise NoEvents(f"{path}: no event could be read as {kind} ({report.lines} lines, "
+                       f"{report.bad_lines} bad: {reasons})")
     dropped = 0
     if min_item_count_drop > 0:
         counts = Counter(e[0] for h in per_user.values() for e in h)

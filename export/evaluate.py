@@ -1,7 +1,8 @@
 """Evaluation on one role's points (validation or test): the model and the baselines, same points,
 same full ranking. Items: HR@10 / NDCG@10 over every item of the vocabulary, optionally excluding
-the user's past items; an UNKNOWN target counts as a miss. Categories: the same over categories,
-nothing excluded. Churn: ROC-AUC and PR-AUC on the role's uncensored churn points."""
+the user's past items. Categories: the same over categories, nothing excluded. A PAD or UNKNOWN
+target is a miss for every scorer (``export.metrics.MISS_RANK``). Churn: ROC-AUC, PR-AUC and recall
+at a fixed precision on the role's uncensored churn points, or a note saying why they are absent."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from export.baselines import Baselines, fit_churn_baseline, history_pairs
 from export.metrics import churn_metrics, hr_ndcg, ndcg_gains, paired_bootstrap, target_ranks
 from export.model import CHURN_FEATURES, InterestModel, ranking_scores
 from export.prepare import PreparedData
-from export.splits import TRAIN
+from export.splits import ROLE_NAMES, TEST, TRAIN, VALID, Split
 
 CHUNK = 1024
 
@@ -70,6 +71,33 @@ def _ranks(score: Callable[[np.ndarray, np.ndarray], np.ndarray], data: Prepared
             s[rows, exclude[events]] = -np.inf
         ranks.append(target_ranks(s, target[c0:c0 + len(pts)]))
     return np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+
+
+def churn_note(split: Split, role: int) -> str | None:
+    """Why churn cannot be measured (or only partly) on ``role``'s points, in one sentence; None when
+    it can. Under the time split a period shorter than the horizon H cannot hold a labelled point."""
+    name = ROLE_NAMES[role]
+    h = split.spec.churn_horizon_ms
+    if split.spec.kind == "leave_one_out":
+        return "churn is not evaluated under the leave-one-out split (use --split time)"
+    ends = {TRAIN: split.valid_start_ms, VALID: split.test_start_ms, TEST: split.data_end_ms}
+    starts = {TRAIN: None, VALID: split.valid_start_ms, TEST: split.test_start_ms}
+    start, end = starts[role], ends[role]
+    if start is not None and end is not None and end - start < h:
+        return (f"not measurable: the {name} period spans {(end - start) / 3.6e6:.1f} h, shorter than "
+                f"the churn horizon H = {h / 3.6e6:g} h, so no {name} point can be seen to churn "
+                f"(use a shorter --horizon-hours or a larger --{name}-fraction)")
+    pts = split.churn_role == role
+    n, pos = int(pts.sum()), int(split.churn_label[pts].sum())
+    if n == 0:
+        return f"not measurable: no {name} point is observed for H = {h / 3.6e6:g} h after it"
+    if pos in (0, n):
+        return (f"not measurable: the {n} {name} churn points are all "
+                f"{'returns' if pos == 0 else 'churners'} within H = {h / 3.6e6:g} h (ROC-AUC needs both)")
+    train = split.churn_role == TRAIN
+    if len(np.unique(split.churn_label[train])) < 2:
+        return "the training churn points have a single class: no recency_frequency baseline"
+    return None
 
 
 def _metrics(prefix: str, ranks: np.ndarray) -> dict[str, float]:
@@ -131,7 +159,13 @@ def evaluate(model: InterestModel, data: PreparedData, role: int, exclude_histor
         results.setdefault(name, {}).update({f"churn_{k}": v for k, v in churn_metrics(labels, prob).items()})
     if baselines:
         results["_comparison"] = compare_with_best_baseline(ranks, labels, churn_probs)
-    results["_points"] = {"targets": float(len(pts)), "churn_points": float(len(churn_pts))}
+        note = churn_note(split, role)
+        if note:
+            results["_notes"] = {"churn": note}
+    results["_points"] = {"targets": float(len(pts)), "churn_points": float(len(churn_pts)),
+                          "churn_positives": float(labels.sum()),
+                          "unknown_item_targets": float((data.next_item[pts] < 2).sum()),
+                          "unknown_category_targets": float((data.next_category[pts] < 2).sum())}
     return results
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from export.artifact import load_model, write_artifact
-from export.evaluate import evaluate
+from export.evaluate import churn_note, evaluate
 from export.model import InterestModel
 from export.onnx_export import export_onnx, step_parity, top_k_of, window_parity
 from export.prepare import PreparedData, prepare
@@ -63,11 +63,14 @@ def export_and_check(model: InterestModel, art_dir: Path, data: PreparedData) ->
 
 
 def _dataset_info(data: PreparedData) -> dict[str, object]:
-    r = data.table.report
+    r, dropped = data.table.report, data.table.dropped_rare
     return {"path": r.path, "kind": r.kind, "sha256": data.table.fingerprint, "lines": r.lines,
-            "events": r.events, "bad_lines": r.bad_lines, "bad_examples": r.bad_examples[:5],
+            "events": r.events, "bad_lines": r.bad_lines, "bad_reasons": dict(r.bad_reasons),
+            "bad_examples": r.bad_examples[:5],
             "users": len(data.table.users), "events_used": data.table.n_events,
-            "dropped_rare_item_events": data.table.dropped_rare}
+            "dropped_rare_item_events": data.table.dropped_rare,
+            "dropped_events": {f"item seen < {data.min_item_count} times (leave-one-out)": dropped}
+            if dropped else {}}
 
 
 def _report(data: PreparedData, result: TrainResult, test: dict, meta: dict, exclude_history: bool,
@@ -94,6 +97,9 @@ def run_train(data_path: Path, art_dir: Path, split_spec: SplitSpec, spec: Featu
     the baselines, write the report; returns the report's Markdown path."""
     data = prepare(data_path, split_spec, spec, min_item_count, kind)
     log.info("%s", data.table.report.summary())
+    note = churn_note(data.split, TEST)
+    if note:
+        log.warning("churn on the test split: %s", note)
     result = train_model(data, cfg)
     extra = {"churn_horizon_ms": split_spec.churn_horizon_ms, "split": data.split.describe(),
              "training_data": _dataset_info(data), "train_config": asdict(cfg),

@@ -47,8 +47,14 @@ def worker(settings: Settings) -> None:
 def demo(settings: Settings, data_path: str | None, duration: float | None, rate: float,
          limit: int | None) -> None:
     """Broker + worker + a replay of events, printing what comes out."""
+    from stream_app.tools.datasets import detect_kind
     from stream_app.tools.demo import run_demo
 
+    if data_path:
+        try:
+            detect_kind(data_path)
+        except (ValueError, OSError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--data") from exc
     asyncio.run(run_demo(settings, data_path, duration, rate, limit))
 
 

@@ -12,6 +12,10 @@ from stream_app.cli.group import main
 from stream_app.cli.options import settings_options
 from stream_app.core.config import Settings
 
+# The public dataset formats (stream_app.tools.datasets.FILE_KINDS; a test keeps them in sync).
+# "movielens" reads every MovieLens release: ``::``, tab-separated u.data, CSV with or without header.
+DATASET_KINDS = ("taobao", "movielens", "diginetica", "retailrocket", "yoochoose")
+
 
 def _print_lines(*lines: str) -> None:
     for line in lines:
@@ -117,8 +121,8 @@ def replay(settings: Settings, path: str, speed: str, rate: float | None, rename
 @main.command("load-dataset")
 @settings_options
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--kind", type=click.Choice(["taobao", "movielens", "diginetica", "retailrocket"]),
-              default=None, help="dataset format; detected from the file when omitted")
+@click.option("--kind", type=click.Choice(DATASET_KINDS), default=None,
+              help="dataset format; detected from the file's content when omitted")
 @click.option("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
 @click.option("--limit", type=int, default=None, help="send at most this many events")
 @click.option("--progress/--no-progress", default=True, show_default=True)

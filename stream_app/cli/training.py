@@ -8,13 +8,15 @@ from pathlib import Path
 import click
 
 from stream_app.cli.group import main
+from stream_app.cli.tools import DATASET_KINDS
 
 
 @main.command()
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="model artifact directory to write")
-@click.option("--kind", default=None, help="dataset kind (default: detected)")
+@click.option("--kind", type=click.Choice(DATASET_KINDS), default=None,
+              help="dataset format; detected from the file's content when omitted")
 @click.option("--split", "split_kind", type=click.Choice(["time", "leave-one-out"]), default="time",
               show_default=True)
 @click.option("--valid-fraction", type=float, default=0.1, show_default=True)
@@ -52,10 +54,17 @@ def train(data: Path, out_dir: Path, kind: str | None, split_kind: str, valid_fr
           max_minutes: float | None, report_dir: Path | None) -> None:
     """Train the attention model on DATA, export it to ONNX (with a parity check) and evaluate it
     against the baselines on the test split."""
+    from export.data import NoEvents
     from export.pipeline import run_train
     from export.splits import SplitSpec
     from export.train import TrainConfig
     from stream_app.model.features import FeatureSpec
+    from stream_app.tools.datasets import detect_kind
+
+    try:
+        kind = kind or detect_kind(data)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="DATA") from exc
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     split = SplitSpec(split_kind.replace("-", "_"), valid_fraction, test_fraction,
@@ -65,8 +74,11 @@ def train(data: Path, out_dir: Path, kind: str | None, split_kind: str, valid_fr
                       epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                       early_stop_metric=early_stop, exclude_history=exclude_history, seed=seed,
                       threads=threads, max_minutes=max_minutes)
-    md = run_train(data, out_dir, split, FeatureSpec(window_length=window_length), cfg, min_item_count,
-                   report_dir, kind)
+    try:
+        md = run_train(data, out_dir, split, FeatureSpec(window_length=window_length), cfg, min_item_count,
+                       report_dir, kind)
+    except NoEvents as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(md.read_text())
     click.echo(f"artifact: {out_dir}  report: {md.parent}")
 

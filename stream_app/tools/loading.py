@@ -139,7 +139,7 @@ async def send_events(
 
 @dataclass
 class LoadResult:
-    report: Any  # stream_app.datasets.LoadReport
+    report: Any  # stream_app.tools.datasets.LoadReport
     sent: SendSummary
 
     def lines(self) -> list[str]:

@@ -55,7 +55,10 @@ def test_train_writes_artifact_and_report(trained: tuple[Path, Path]) -> None:
     assert {"model", "popularity", "repeat_last", "cooccurrence", "user_frequency",
             "recency_frequency"} <= report["test"].keys()
     md = (report_dir / "report.md").read_text()
-    assert "| model |" in md and "split **time**" in md
+    assert "| model |" in md and "Split **time**" in md
+    assert meta["training_data"]["sha256"] in md and "0 bad lines (none)" in md
+    assert "UserBehavior_10k.csv" in md and "PAD/UNKNOWN targets count as misses" in md
+    assert "churn_recall@p0.5" in md or "Churn not measurable" in md
     assert (report_dir / "training_curve.png").stat().st_size > 1000
 
 
