@@ -18,8 +18,8 @@ from stream_app.core.alignment import BEHIND, EventTimeMerge, SourceView
 from stream_app.core.config import Settings
 from stream_app.core.events import Event, Rejection, parse_event
 from stream_app.service import compat, metrics
-from stream_app.service.records import Envelope, Source, dead_letter_value, partition_for_user
-from stream_app.service.sender import RecordSender
+from stream_app.service.records import Envelope, Source, dead_letter, partition_for_user
+from stream_app.service.sender import OutputRecord, Outputs, RecordSender
 
 
 def source_of(ev: EventT) -> Source:
@@ -62,27 +62,32 @@ class Ingest:
         return BEHIND
 
     async def on_batch(self, batch: Sequence[EventT]) -> None:
+        # Every event is held first and acknowledged only once what it produced was delivered:
+        # take_events acknowledges the batch even when this raises (see sender.py, the rule).
+        for ev in batch:
+            ev.message.incref()
         now = time.time()
-        pending = []
+        out, rejected = Outputs(), []
         for ev in batch:
             msg = ev.message
             metrics.INPUT_MESSAGES.labels(msg.topic).inc()
             self.last_offset[(msg.topic, msg.partition)] = msg.offset
             result = parse_event(
                 msg.value, self.type_by_topic[msg.topic], max_bytes=self.settings.max_message_bytes,
-                now_ms=int(now * 1000), max_future_ms=self.settings.max_future_ms,
+                now_ms=int(now * 1000), max_future_ms=self.settings.max_future_ms, key=msg.key,
             )
             if isinstance(result, Rejection):
-                metrics.DEAD_LETTERS.labels(result.reason).inc()
-                pending.append(await self.sender.send(
-                    self.settings.topic_dead_letters, msg.key,
-                    dead_letter_value(result.reason, result.detail, source_of(ev), msg.value)))
-                metrics.OUTPUTS.labels(self.settings.topic_dead_letters).inc()
+                key, value = dead_letter(result.reason, result.detail, source_of(ev), msg.value)
+                out.add(OutputRecord(self.settings.topic_dead_letters, key, value,
+                                     dead_letter=result.reason))
+                rejected.append(ev)
                 continue
-            msg.incref()  # held by the merge: acknowledged only once forwarded
+            # held by the merge: acknowledged once forwarded
             self.merge.add(msg.topic, msg.partition, result.ts, msg.offset, (ev, result, now),
                            arrived=now)
-        await asyncio.gather(*pending)
+        await out.send(self.sender, self.app)
+        for ev in rejected:
+            ev.ack()
         await self.forward()
 
     async def forward(self) -> None:
@@ -90,15 +95,15 @@ class Ingest:
             assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
             self.merge.drop_partitions(assigned)  # revoked: the new owner re-reads them
             ready = self.merge.ready()
-            pending = []
+            out = Outputs()
             n = self.settings.partitions
             for ev, event, recv in ready:
                 assert ev.message.value is not None  # parse_event rejects a null value
                 user = event.user_id.encode()
                 envelope = Envelope(event.type, source_of(ev), recv)
-                pending.append(await self.sender.send(
-                    self.by_user, user, ev.message.value, partition_for_user(user, n),
-                    headers=envelope.headers()))
-            await asyncio.gather(*pending)  # delivered before the events are acknowledged
+                out.add(OutputRecord(self.by_user, user, ev.message.value, internal=True,
+                                     partition=partition_for_user(user, n),
+                                     headers=envelope.headers()))
+            await out.send(self.sender, self.app)
             for ev, _, _ in ready:
                 ev.ack()

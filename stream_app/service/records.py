@@ -4,6 +4,7 @@ values of dead letters, recommendations and churn warnings (schemas/ has their p
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
-from stream_app.core.events import Event, EventType
+from stream_app.core.events import Event, EventType, Rejection, event_from_json
 from stream_app.core.recommender import Recommendation
 
 # Header names on <app_id>-events-by-user records (internal; kept short, one set per event).
@@ -64,23 +65,46 @@ class Envelope:
 
 
 def decode_repartitioned(value: bytes, envelope: Envelope) -> Event:
-    """An event that ingest already validated: the original JSON plus its type header."""
-    o = orjson.loads(value)
-    return Event(o["event_id"], o["user_id"], o["item_id"], o.get("category_id"), o["ts"],
-                 envelope.type, o.get("price"), o.get("quantity"))
+    """An event that ingest already validated: the original JSON plus its type header. Raises
+    ValueError if it does not validate (the schemas changed under a running backlog?)."""
+    event = event_from_json(orjson.loads(value), envelope.type)
+    if isinstance(event, Rejection):
+        raise ValueError(f"{event.reason}: {event.detail}")
+    return event
 
 
-def dead_letter_value(reason: str, detail: str, source: Source, value: bytes | None) -> bytes:
-    return orjson.dumps({
+# Bytes of the original value (and key) a dead letter keeps: a letter stays far below any
+# producer's or broker's record limit (1 MB by default), whatever the input was.
+DEAD_LETTER_KEEP_BYTES = 16 * 1024
+
+
+def _kept(data: bytes) -> dict[str, Any]:
+    """A bounded copy of ``data`` (base64) with the size and sha256 of the whole."""
+    return {"b64": base64.b64encode(data[:DEAD_LETTER_KEEP_BYTES]).decode(), "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "truncated": len(data) > DEAD_LETTER_KEEP_BYTES}
+
+
+def dead_letter(reason: str, detail: str, source: Source,
+                value: bytes | None) -> tuple[bytes | None, bytes]:
+    """(Kafka key, value) of the dead letter of an input record: the key is the original one,
+    truncated like the value. A null value is kept as empty bytes; a null or empty key as null."""
+    v = _kept(value or b"")
+    k = _kept(source.key) if source.key else None
+    letter = {
         "reason": reason, "detail": detail,
         "source": {
             "topic": source.topic, "partition": source.partition, "offset": source.offset,
             "timestamp": int(source.timestamp * 1000) if source.timestamp is not None else None,
-            "key_b64": base64.b64encode(source.key).decode() if source.key else None,
+            "key_b64": k and k["b64"], "key_size": k and k["size"],
+            "key_sha256": k and k["sha256"], "key_truncated": bool(k and k["truncated"]),
         },
-        "value_b64": base64.b64encode(value or b"").decode(),
+        "value_b64": v["b64"], "value_size": v["size"], "value_sha256": v["sha256"],
+        "value_truncated": v["truncated"],
         "dead_lettered_at": int(time.time() * 1000),
-    })
+    }
+    key = source.key[:DEAD_LETTER_KEEP_BYTES] if source.key is not None else None
+    return key, orjson.dumps(letter)
 
 
 def recommendation_value(event: Event, src_topic: str, answer: Recommendation,

@@ -1,19 +1,33 @@
 """The service's own batching producer for repartitioned events and outputs.
 
 Faust's producer carries only the state table's changelog (on the embedded broker it is set to one
-record per batch, see :mod:`stream_app.service.app`); everything else goes through here. Each agent
-awaits the delivery of what a micro-batch sent before the batch's events are acknowledged, so
-offsets are never committed ahead of the records they produced."""
+record per batch, see :mod:`stream_app.service.app`); everything else goes through here.
+
+The delivery rule, the same in both agents: an input record is acknowledged only after the broker
+acknowledged every record it produced (:meth:`Outputs.send`), so offsets are never committed ahead
+of them, and metrics count a record only then. If any record is not delivered (the producer raises,
+e.g. MessageSizeTooLarge), nothing behind it is acknowledged and the worker stops with one clear log
+line: a restart re-reads from the last committed offset. Skipping past the failure would lose the
+inputs; retrying in place would stall silently."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import faust
+
 from stream_app.core.config import Settings
 from stream_app.service import metrics
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailed(Exception):
+    """An output was not delivered: the inputs behind it must not be acknowledged."""
 
 
 class RecordSender:
@@ -40,15 +54,19 @@ class RecordSender:
 @dataclass(slots=True)
 class OutputRecord:
     topic: str
-    key: bytes
+    key: bytes | None
     value: bytes
     received: float | None = None  # wall time (s) the triggering input reached the worker
     kafka_ts: float | None = None  # Kafka timestamp (s) of the triggering input record
+    dead_letter: str | None = None  # a dead letter's reason (counted by reason once delivered)
+    partition: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
+    internal: bool = False  # a repartitioned event, not an output (not in tracker_outputs_total)
 
 
 @dataclass
 class Outputs:
-    """The records one micro-batch emits, delivered together by :meth:`send`."""
+    """The records one step emits, delivered together by :meth:`send`."""
 
     records: list[OutputRecord] = field(default_factory=list)
 
@@ -57,14 +75,28 @@ class Outputs:
         self.records.append(record)
         return len(self.records) - 1
 
-    async def send(self, sender: RecordSender) -> None:
-        pending = []
-        for r in self.records:
-            pending.append(await sender.send(r.topic, r.key, r.value))
-            metrics.OUTPUTS.labels(r.topic).inc()
-        await asyncio.gather(*pending)
+    async def send(self, sender: RecordSender, app: faust.App) -> None:
+        """Deliver every record, or stop the worker and raise :class:`DeliveryFailed`."""
+        if not self.records:
+            return
+        try:
+            pending = [await sender.send(r.topic, r.key, r.value, r.partition, r.headers)
+                       for r in self.records]
+            await asyncio.gather(*pending)
+        except Exception as exc:
+            failed = DeliveryFailed(
+                f"delivery of {len(self.records)} records (to {sorted({r.topic for r in self.records})})"
+                f" failed: {exc!r}")
+            log.critical("%s. Stopping the worker without acknowledging their inputs: a restart "
+                         "re-reads them from the last committed offset.", failed)
+            await app.crash(failed)
+            raise failed from exc
         now = time.time()
         for r in self.records:
+            if r.dead_letter is not None:
+                metrics.DEAD_LETTERS.labels(r.dead_letter).inc()
+            if not r.internal:
+                metrics.OUTPUTS.labels(r.topic).inc()
             if r.received is not None:
                 metrics.PROCESSING_SECONDS.observe(now - r.received)
             if r.kafka_ts is not None:

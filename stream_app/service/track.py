@@ -25,7 +25,8 @@ from stream_app.core.state import PURCHASE, StatePolicy, UserState, event_id_has
 from stream_app.service import compat, metrics
 from stream_app.service.records import (
     Envelope,
-    dead_letter_value,
+    Source,
+    dead_letter,
     decode_repartitioned,
     partition_for_user,
     recommendation_value,
@@ -102,12 +103,16 @@ class Tracker:
         policy = self.policy
         # (slot in out, request, triggering event, its source topic): answered after the loop
         asked: list[tuple[int, RecommendationRequest, Event, str]] = []
+        # Held until the end: take_events acknowledges the batch even when this raises, and the
+        # events may be acknowledged only once their outputs were delivered (sender.py, the rule).
+        for ev in batch:
+            ev.message.incref()
         for ev in batch:
             msg = ev.message
-            assert msg.key is not None and msg.value is not None  # ingest writes both
-            user = msg.key
-            envelope = Envelope.from_headers(msg.headers)
-            event = decode_repartitioned(msg.value, envelope)
+            decoded = self._decode(msg, out)
+            if decoded is None:
+                continue
+            user, event, envelope = decoded
             state = states.get(user)
             if state is None:
                 state = states[user] = self.load(user)
@@ -115,7 +120,7 @@ class Tracker:
             reason = ("duplicate" if state.is_duplicate(h)
                       else "too_late" if state.is_too_late(event.ts, policy) else None)
             if reason is not None:
-                self._dead_letter_later(out, reason, event, state, msg.key, msg.value, envelope)
+                self._dead_letter_later(out, reason, event, state, user, msg.value, envelope)
                 if reason == "duplicate":
                     # A redelivery after a crash: the local store may hold this state while the
                     # changelog missed it (kill -9 before Faust's producer flushed). Writing it
@@ -151,11 +156,34 @@ class Tracker:
         # Outputs are delivered before the states are written: after a crash between the two the
         # events are applied again and their outputs repeated (at least once). The other order
         # could store an event as applied whose outputs were never sent.
-        await out.send(self.sender)
+        await out.send(self.sender, self.app)
         for user, ctx in dirty.items():
             with compat.current_event(ctx):
                 self.table[user] = states[user].encode()
+        for ev in batch:
+            ev.ack()
         metrics.USERS_TRACKED.set(self.churn.users_tracked)
+
+    def _decode(self, msg: Any, out: Outputs) -> tuple[bytes, Event, Envelope] | None:
+        """(user, event, envelope) of a repartitioned record; None, with a dead letter of reason
+        ``internal_error`` in ``out``, if it cannot be decoded. Ingest validated it, so this is a
+        bug (or a schema changed under a backlog): one record is set aside, the batch goes on."""
+        envelope = None
+        try:
+            envelope = Envelope.from_headers(msg.headers)
+            if msg.key is None or msg.value is None:
+                raise ValueError("a repartitioned record without key or value")
+            return msg.key, decode_repartitioned(msg.value, envelope), envelope
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it must not lose the batch
+            source = envelope.source if envelope is not None else Source(
+                msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key)
+            log.error("track cannot decode %s:%s:%s (%r): dead-lettered as internal_error",
+                      msg.topic, msg.partition, msg.offset, exc)
+            key, value = dead_letter("internal_error", f"track cannot decode it: {exc!r}"[:500],
+                                     source, msg.value)
+            out.add(OutputRecord(self.settings.topic_dead_letters, key or msg.key, value,
+                                 dead_letter="internal_error"))
+            return None
 
     def fill_recommendations(self, out: Outputs,
                              asked: list[tuple[int, RecommendationRequest, Event, str]]) -> None:
@@ -169,15 +197,14 @@ class Tracker:
                 event, src_topic, answer, request.interests, self.model_info)
 
     def _dead_letter_later(self, out: Outputs, reason: str, event: Event, state: UserState,
-                           key: bytes, value: bytes, envelope: Envelope) -> None:
+                           key: bytes, value: bytes | None, envelope: Envelope) -> None:
         detail = (f"event_id {event.event_id!r} was already applied" if reason == "duplicate"
                   else f"ts {event.ts} is {(state.last_ts - event.ts) / 60000:.1f} min older than the "
                        f"user's newest event and older than the {len(state.recent_ts)} events the "
                        f"dedupe memory holds (late tolerance {self.policy.late_tolerance_ms} ms)")
-        metrics.DEAD_LETTERS.labels(reason).inc()
-        source = envelope.source
-        out.add(OutputRecord(self.settings.topic_dead_letters, source.key or key,
-                             dead_letter_value(reason, detail, source, value)))
+        dl_key, dl_value = dead_letter(reason, detail, envelope.source, value)
+        out.add(OutputRecord(self.settings.topic_dead_letters, dl_key or key, dl_value,
+                             dead_letter=reason))
 
     def churn_warning(self, user: bytes, state: UserState) -> bytes:
         detected = state.churn_warned_at  # the deadline, stamped when the warning was decided

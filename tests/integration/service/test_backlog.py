@@ -52,6 +52,10 @@ def hostile(i: int, rng: random.Random) -> bytes | None:
                       "ts": "yesterday"}),
         b'{"event_id": "x", "user_id": "u", "item_id": "i", "ts": NaN}',
         orjson.dumps({"event_id": "big", "user_id": "u", "item_id": "i" * 100_000, "ts": 1}),
+        b"x" * 2_600_000,  # its dead letter once exceeded the producer's 1 MB limit
+        b'{"event_id": "d", "user_id": "u", "item_id": "i", "category_id": null, "ts": 1767225600000.0}',
+        orjson.dumps({"event_id": f"q{i}", "user_id": "u", "item_id": "i", "category_id": None,
+                      "ts": 1_700_000_000_000, "quantity": 10**30 if i % 2 else 0}),
     ]
     return kinds[rng.randrange(len(kinds))]
 
@@ -69,7 +73,7 @@ async def _produce(s: Settings) -> tuple[int, int, GroundTruth]:
     await create_topics(s, s.topics_by_type().values())
     truth = GroundTruth(SPEC)
     rng = random.Random(5)
-    producer = make_producer(s)
+    producer = make_producer(s, max_request_size=8 << 20)
     await producer.start()
     valid = bad = 0
     pending = []

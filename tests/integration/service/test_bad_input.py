@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import time
 from pathlib import Path
 
@@ -73,12 +74,16 @@ def test_bad_input_goes_to_dead_letters(settings: Settings, tmp_path: Path) -> N
         assert {v["trigger"]["event_id"] for v in json_values(recs)} == {
             e.event_id for e in [*valid, unknown_item]}
         assert len(recs) == n_valid
-        records = {base64.b64decode(orjson.loads(r.value)["value_b64"]): r for r in dead}
+        # dead letters keep the first 16 KiB of the value, and the size and sha256 of all of it
+        records = {orjson.loads(r.value)["value_sha256"]: r for r in dead}
         assert len(dead) == len(bad) + 2
         for case, (topic, key, value) in bad.items():
-            rec = records[value or b""]
+            rec = records[hashlib.sha256(value or b"").hexdigest()]
             letter = orjson.loads(rec.value)
             validator("dead-letters")(letter)
+            assert letter["value_size"] == len(value or b"")
+            assert letter["value_truncated"] == (len(value or b"") > 16 * 1024)
+            assert (value or b"").startswith(base64.b64decode(letter["value_b64"]))
             assert letter["reason"] == reasons[case], (case, letter)
             assert letter["detail"], case
             assert letter["source"]["topic"] == topic
@@ -88,8 +93,8 @@ def test_bad_input_goes_to_dead_letters(settings: Settings, tmp_path: Path) -> N
             src = next(r for r in originals if (r.partition, r.offset) == (
                 letter["source"]["partition"], letter["source"]["offset"]))
             assert src.value == value
-        assert orjson.loads(records[duplicate].value)["reason"] == "duplicate"
-        letter = orjson.loads(records[too_late].value)
+        assert orjson.loads(records[hashlib.sha256(duplicate).hexdigest()].value)["reason"] == "duplicate"
+        letter = orjson.loads(records[hashlib.sha256(too_late).hexdigest()].value)
         assert letter["reason"] == "too_late" and "older than the user's newest" in letter["detail"]
         assert letter["source"]["topic"] == last_topic
         # still alive and still processing
