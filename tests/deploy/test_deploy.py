@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -484,6 +485,8 @@ def test_dashboard_covers_the_tracker(dashboard: dict[str, Any]) -> None:
 
 def needs(name: str) -> str:
     path = tool(name)
+    if path is None and os.environ.get("TRACKER_REQUIRE_DEPLOY_TOOLS") == "1":
+        pytest.fail(f"{name} is not installed; TRACKER_REQUIRE_DEPLOY_TOOLS=1 (CI) forbids skipping")
     if path is None:
         pytest.skip(f"{name} is not installed (optional; e.g. apt-get install "
                     f"{ {'promtool': 'prometheus', 'docker-compose': 'docker-compose'}.get(name, name)}"

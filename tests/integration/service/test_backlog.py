@@ -54,8 +54,11 @@ def hostile(i: int, rng: random.Random) -> bytes | None:
         orjson.dumps({"event_id": "big", "user_id": "u", "item_id": "i" * 100_000, "ts": 1}),
         b"x" * 2_600_000,  # its dead letter once exceeded the producer's 1 MB limit
         b'{"event_id": "d", "user_id": "u", "item_id": "i", "category_id": null, "ts": 1767225600000.0}',
-        orjson.dumps({"event_id": f"q{i}", "user_id": "u", "item_id": "i", "category_id": None,
-                      "ts": 1_700_000_000_000, "quantity": 10**30 if i % 2 else 0}),
+        # bounds of a purchase (only purchases carry price and quantity: sent there)
+        b'{"event_id": "q", "user_id": "u", "item_id": "i", "category_id": null, "ts": 1700000000000, '
+        b'"quantity": 1000000000000000000000000000000}',
+        b'{"event_id": "p", "user_id": "u", "item_id": "i", "category_id": null, "ts": 1700000000000, '
+        b'"price": -1}',
     ]
     return kinds[rng.randrange(len(kinds))]
 
@@ -83,8 +86,10 @@ async def _produce(s: Settings) -> tuple[int, int, GroundTruth]:
             pending.append(await producer.send(s.topic_of(ev.type), value, key=key, timestamp_ms=ev.ts))
             valid += 1
             if valid % HOSTILE_EVERY == 0:
-                topic = rng.choice(list(s.topics_by_type().values()))
-                pending.append(await producer.send(topic, hostile(bad, rng), key=key))
+                value = hostile(bad, rng)
+                topic = (s.topic_purchases if value and b'"ts": 1700000000000, ' in value
+                         else rng.choice(list(s.topics_by_type().values())))
+                pending.append(await producer.send(topic, value, key=key))
                 bad += 1
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
