@@ -244,8 +244,8 @@ class ApacheKafkaCluster:
 
     def _java(self, node: KafkaNode, heap: str, *args: str) -> list[str]:
         assert self.jars is not None
-        return [java_binary(), f"-Xmx{heap}", *JVM_FLAGS, f"-Dlog4j2.configurationFile={node.dir / 'log4j2.properties'}",
-                "-cp", f"{self.jars}/*", *args]
+        log4j = f"-Dlog4j2.configurationFile={node.dir / 'log4j2.properties'}"
+        return [java_binary(), f"-Xmx{heap}", *JVM_FLAGS, log4j, "-cp", f"{self.jars}/*", *args]
 
     def _popen(self, node: KafkaNode, cmd: list[str]) -> subprocess.Popen[bytes]:
         with open(node.log_path, "ab") as out:  # stdout: JVM errors before log4j is up
