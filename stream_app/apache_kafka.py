@@ -4,7 +4,8 @@ nodes for tests and local runs against the real broker (the ``kafka`` profile).
 ``fetch_jars()`` copies the broker's jars (deploy/kafka/pom.xml) into a cache once;
 ``with ApacheKafkaCluster(brokers=3) as kafka: kafka.url`` formats, starts and waits for the nodes
 and removes everything on exit. ``python -m stream_app.apache_kafka --brokers 3`` runs one until
-Ctrl-C. Imports only stdlib, aiokafka and stream_app.config (the module will move).
+Ctrl-C; `--fetch` only fetches the jars (stdlib only: CI runs it before installing the project).
+Imports only the stdlib and aiokafka (the module will move).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +342,9 @@ class ApacheKafkaCluster:
         raise TimeoutError(f"Apache Kafka at {self.url} not ready in time: {last!r}")
 
     async def _probe(self, check_topic: bool) -> object:
+        # imported here: `--fetch` runs on a bare python3 before the project is installed (CI)
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
         admin = AIOKafkaAdminClient(bootstrap_servers=self.url, request_timeout_ms=5000)
         try:
             await admin.start()
@@ -371,8 +373,15 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Apache Kafka (KRaft) on loopback until Ctrl-C")
     parser.add_argument("--brokers", type=int, default=1)
     parser.add_argument("--log-dir", type=Path, default=None, help="keep the broker logs here")
+    parser.add_argument("--fetch", action="store_true", help="only fetch the jars; print their folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.fetch:
+        try:
+            print(fetch_jars())
+        except KafkaUnavailable as exc:
+            raise SystemExit(str(exc)) from None
+        return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM stops the nodes like Ctrl-C
     try:
         with ApacheKafkaCluster(args.brokers, log_dir=args.log_dir) as cluster:
