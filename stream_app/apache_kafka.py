@@ -167,6 +167,8 @@ class ApacheKafkaCluster:
 
     Replication defaults follow the size: 1 node → everything 1; n nodes → replication factor n
     and min ISR a majority (2 of 3), so that one node can die without stopping acks=all writes.
+    Start and restart nodes from a thread that outlives them (e.g. the main thread, not
+    ``asyncio.to_thread``): on Linux a node is killed when the thread that started it ends.
     """
 
     def __init__(
@@ -382,13 +384,15 @@ def main(argv: list[str] | None = None) -> None:
         except KafkaUnavailable as exc:
             raise SystemExit(str(exc)) from None
         return
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM stops the nodes like Ctrl-C
+    # Ctrl-C and SIGTERM leave through the with-block, which stops the nodes (handled explicitly:
+    # a shell's background job inherits SIGINT ignored)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sys.exit(0))
     try:
         with ApacheKafkaCluster(args.brokers, log_dir=args.log_dir) as cluster:
             print(cluster.url, flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                while all(n.alive for n in cluster.nodes):
-                    time.sleep(1)
+            while all(n.alive for n in cluster.nodes):
+                time.sleep(1)
     except KafkaUnavailable as exc:
         raise SystemExit(str(exc)) from None
 
