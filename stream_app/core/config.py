@@ -51,13 +51,15 @@ class Settings(BaseSettings):
     topic_dead_letters: str = Field("dead-letters", description="output topic of rejected input")
 
     # --- consumer group (restart and hand-over) --------------------------------------------
-    session_timeout_s: float = Field(
-        10.0, gt=0, le=90, description="the broker drops a worker that sent no heartbeat for this "
-        "long (a killed worker's partitions move after it); Apache Kafka accepts 6 s to 30 min by "
-        "default (group.min/max.session.timeout.ms)",
+    session_timeout_s: float | None = Field(
+        None, gt=0, le=90, description="the broker drops a worker that sent no heartbeat for this "
+        "long, and a killed worker's partitions move (or come back to it restarted) after that; "
+        "unset: 4 s on the embedded broker (which also holds every group join for half of it), "
+        "6 s on Apache Kafka (its default group.min.session.timeout.ms)",
     )
     heartbeat_interval_s: float = Field(
-        2.0, gt=0, description="how often a worker heartbeats; well below the session timeout",
+        1.0, gt=0, description="how often a worker heartbeats (a survivor hears of a rebalance "
+        "on its next heartbeat); well below the session timeout",
     )
     rebalance_timeout_s: float = Field(
         10.0, gt=0, description="how long the broker waits for members to rejoin during a rebalance",
@@ -118,6 +120,11 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9108, description="Prometheus /metrics; 0 disables")
     web_port: int = Field(6066, description="Faust web server (table views)")
     log_level: str = Field("info", description="debug, info, warning or error")
+
+    def effective_session_timeout_s(self) -> float:
+        if self.session_timeout_s is not None:
+            return self.session_timeout_s
+        return 4.0 if self.broker_profile == "embedded" else 6.0
 
     def effective_fetch_wait_ms(self) -> int | None:
         """The fetch wait to set on the worker's consumer (None: keep Faust's)."""

@@ -62,7 +62,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_s,
+        broker_session_timeout=settings.effective_session_timeout_s(),
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         table_standby_replicas=settings.standby_replicas,

@@ -180,7 +180,7 @@ def test_restarted_worker_processes_again(settings: Settings, tmp_path: Path) ->
     measured = restart_to_processing(settings, tmp_path, timeout_s=120)
     print(f"restart to processing: first output {measured.first():.1f} s, every partition "
           f"{measured.last():.1f} s after the restart (target {TARGET_S:g} s; session timeout "
-          f"{settings.session_timeout_s:g} s) {measured.per_partition}")
+          f"{settings.effective_session_timeout_s():g} s) {measured.per_partition}")
 
 
 def test_survivor_takes_over_a_killed_workers_partitions(settings: Settings, tmp_path: Path) -> None:
@@ -189,4 +189,4 @@ def test_survivor_takes_over_a_killed_workers_partitions(settings: Settings, tmp
     print(f"hand-over: the dead worker's partitions {sorted(dead)} answered "
           f"{measured.last(dead):.1f} s after the kill (target {TARGET_S:g} s); the survivor's own "
           f"partitions went {stall:.1f} s without output; session timeout "
-          f"{settings.session_timeout_s:g} s {measured.per_partition}")
+          f"{settings.effective_session_timeout_s():g} s {measured.per_partition}")
