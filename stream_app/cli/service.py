@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+from types import FrameType
 
 import click
 
 from stream_app.cli.group import main
 from stream_app.cli.options import settings_options
 from stream_app.core.config import Settings
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """A start-up problem the user can fix (a port in use, an unreachable broker) as one line."""
+    from stream_app.kafka.embedded import StartupError
+
+    try:
+        yield
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -19,13 +38,19 @@ def broker(settings: Settings) -> None:
 
     from stream_app.kafka.embedded import running_broker
 
-    with running_broker(settings) as b:
-        click.echo(f"embedded broker listening on {b.url}; topics created; Ctrl-C to stop")
-        try:
+    # SIGTERM (kill, systemd, a supervisor) and SIGHUP stop the broker as Ctrl-C does: the `with`
+    # below then stops the Tansu child instead of leaving it running without a parent.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    try:
+        with _user_errors(), running_broker(settings) as b:
+            click.echo(f"embedded broker listening on {b.url} (pid {b.pid}); topics created; "
+                       "Ctrl-C or SIGTERM to stop")
             while b.proc and b.proc.poll() is None:
                 time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+            raise click.ClickException(f"the embedded broker exited with code {b.proc and b.proc.returncode}")
+    except KeyboardInterrupt:
+        click.echo("embedded broker stopped")
 
 
 @main.command()
@@ -34,7 +59,8 @@ def worker(settings: Settings) -> None:
     """Run one tracker worker (same --app-id = same consumer group)."""
     from stream_app.service.app import run_worker
 
-    run_worker(settings)
+    with _user_errors():
+        run_worker(settings)
 
 
 @main.command()
@@ -55,6 +81,7 @@ def demo(settings: Settings, data_path: str | None, duration: float | None, rate
             detect_kind(data_path)
         except (ValueError, OSError) as exc:
             raise click.BadParameter(str(exc), param_hint="--data") from exc
-    asyncio.run(run_demo(settings, data_path, duration, rate, limit))
+    with _user_errors():
+        asyncio.run(run_demo(settings, data_path, duration, rate, limit))
 
 

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
         description="'embedded' works around the embedded broker's end-offset bug "
         "(one record per producer batch, see README); 'kafka' for Apache Kafka.",
     )
+    broker_connect_timeout_s: float = Field(
+        15.0, gt=0, description="how long a starting worker waits for the brokers to answer "
+        "before it gives up with 'broker unreachable'",
+    )
     app_id: str = Field("interest-tracker", description="Faust app id = consumer group")
     partitions: int = Field(4, ge=1, description="partitions of every topic the tracker creates")
     replication_factor: int = Field(1, ge=1, description="replication of the topics the tracker creates")
@@ -45,6 +49,29 @@ class Settings(BaseSettings):
     topic_recommendations: str = Field("recommendations", description="output topic of recommendations")
     topic_churn_warnings: str = Field("churn-warnings", description="output topic of churn warnings")
     topic_dead_letters: str = Field("dead-letters", description="output topic of rejected input")
+
+    # --- consumer group (restart and hand-over) --------------------------------------------
+    session_timeout_s: float | None = Field(
+        None, gt=0, le=90, description="the broker drops a worker that sent no heartbeat for this "
+        "long, and a killed worker's partitions move (or come back to it restarted) after that; "
+        "unset: 4 s on the embedded broker (which also holds every group join for half of it), "
+        "6 s on Apache Kafka (its default group.min.session.timeout.ms)",
+    )
+    heartbeat_interval_s: float = Field(
+        1.0, gt=0, description="how often a worker heartbeats (a survivor hears of a rebalance "
+        "on its next heartbeat); well below the session timeout",
+    )
+    rebalance_timeout_s: float = Field(
+        10.0, gt=0, description="how long the broker waits for members to rejoin during a rebalance",
+    )
+    instance_id: str | None = Field(
+        None, description="static group membership (Kafka's group.instance.id), unique per worker: "
+        "a worker restarted with the same id takes its partitions back without a rebalance",
+    )
+    standby_replicas: int = Field(
+        1, ge=0, description="standby copies of each state-table partition kept by other workers "
+        "(Faust's table_standby_replicas), so a hand-over needs little or no changelog replay",
+    )
 
     # --- state and processing ------------------------------------------------------------
     data_dir: Path = Field(Path("var"), description="RocksDB tables and local files")
@@ -98,6 +125,11 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9108, description="Prometheus /metrics; 0 disables")
     web_port: int = Field(6066, description="Faust web server (table views)")
     log_level: str = Field("info", description="debug, info, warning or error")
+
+    def effective_session_timeout_s(self) -> float:
+        if self.session_timeout_s is not None:
+            return self.session_timeout_s
+        return 4.0 if self.broker_profile == "embedded" else 6.0
 
     def effective_fetch_wait_ms(self) -> int | None:
         """The fetch wait to set on the worker's consumer (None: keep Faust's)."""

