@@ -182,21 +182,21 @@ def iter_diff(a: dict[bytes, UserState], b: dict[bytes, UserState]) -> Iterator[
             yield user
 
 
+@pytest.mark.timeout(3600)
 def test_backlog_twice_in_order_nothing_lost_same_outputs(backlog: Backlog, tmp_path: Path) -> None:
-    runs = [full_run(backlog, f"{name}", tmp_path) for name in ("first", "second")]
     recs, churn, dead, states = [], [], [], []
-    for s, seconds in runs:
+    for name in ("first", "second"):
+        s, seconds = full_run(backlog, name, tmp_path)
         print(f"{s.app_id}: {backlog.valid + backlog.hostile} records in {seconds:.0f} s")
         recs.append(outputs(s, s.topic_recommendations, backlog.valid))
         churn.append(outputs(s, s.topic_churn_warnings, None))
         dead.append(outputs(s, s.topic_dead_letters, None))
         states.append(local_states(s))
-    backlog.reference = states[0]
-    for s, _ in runs:
         behind, total = out_of_order(s, backlog.valid)
         print(f"{s.app_id}: {behind} of {total} events reached track behind their partition's "
               f"newest event time")
         assert total == backlog.valid and behind == 0
+    backlog.reference = states[0]
     for r, c, d in zip(recs, churn, dead, strict=True):
         applied = sum(len(v) for v in r.values())
         reasons = Counter(x["reason"] for v in d.values() for x in v)
@@ -213,6 +213,7 @@ def test_backlog_twice_in_order_nothing_lost_same_outputs(backlog: Backlog, tmp_
     assert len(states[0]) == SPEC.users and list(iter_diff(states[0], states[1])) == []
 
 
+@pytest.mark.timeout(3600)
 def test_ten_kills_leave_the_same_state(backlog: Backlog, tmp_path: Path) -> None:
     if backlog.reference is None:
         backlog.reference = local_states(full_run(backlog, "calm", tmp_path)[0])
