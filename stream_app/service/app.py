@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 import mode
 from aiokafka.errors import KafkaConnectionError
-from faust.types import TableT
+from faust.types import EventT, TableT
 
 from stream_app.core.config import Settings
 from stream_app.kafka.admin import create_topics
@@ -126,12 +127,17 @@ def build_app(settings: Settings) -> TrackerApp:
         for topic in outputs:
             await topic.maybe_declare()
 
-    @app.agent(inputs, name="ingest")
-    async def ingest(stream: faust.StreamT) -> None:
+    async def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[EventT]]:
+        """Micro-batches of ``stream``, once the output producer runs."""
         await sender.start()
         # take_events is on faust.Stream, not on the StreamT interface (faust-streaming 0.15.3)
         async for batch in stream.take_events(  # type: ignore[attr-defined]
                 settings.batch_max, settings.batch_within_s):
+            yield batch
+
+    @app.agent(inputs, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for batch in batches(stream):
             await ingest_logic.on_batch(batch)
 
     @app.task
@@ -162,10 +168,7 @@ def build_app(settings: Settings) -> TrackerApp:
 
     @app.agent(by_user, name="track")
     async def track(stream: faust.StreamT) -> None:
-        await sender.start()
-        # take_events is on faust.Stream, not on the StreamT interface (faust-streaming 0.15.3)
-        async for batch in stream.take_events(  # type: ignore[attr-defined]
-                settings.batch_max, settings.batch_within_s):
+        async for batch in batches(stream):
             await tracker.process(batch)
 
     return TrackerApp(app, table, tracker)

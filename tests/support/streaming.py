@@ -6,8 +6,10 @@ import asyncio
 import signal
 import subprocess
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka.structs import ConsumerRecord
@@ -136,3 +138,20 @@ async def produce_mixed(settings: Settings, topic: str, n: int, ts0: int = 1_600
         await asyncio.gather(*futs)
     finally:
         await producer.stop()
+
+
+def values_by_user(settings: Settings, topic: str, expected: int | None = None, timeout: float = 120,
+                   idle: float = 3.0) -> dict[bytes, list[dict[str, Any]]]:
+    """An output topic's JSON values per key (offset order within the key's partition), with the
+    wall-clock stamps dropped and a trigger's topic reduced to its role (``clicks``, ...)."""
+    parts = asyncio.run(read_topics(settings, [topic], expected=expected, timeout=timeout, idle=idle))
+    out: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
+    for msgs in parts.values():
+        for m in msgs:
+            v = orjson.loads(m.value)
+            v.pop("emitted_at", None)
+            v.pop("dead_lettered_at", None)
+            if "trigger" in v:  # the run's own topic name -> the input's role
+                v["trigger"]["topic"] = v["trigger"]["topic"].rsplit("-", 1)[1]
+            out[m.key].append(v)
+    return dict(out)

@@ -15,7 +15,7 @@ import asyncio
 import random
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from stream_app.kafka.clients import encode_event, make_producer
 from stream_app.kafka.embedded import free_port
 from stream_app.service.metrics import scrape
 from stream_app.tools.generate import DAY_MS, GroundTruth, WorkloadSpec, iter_synthetic_events
-from tests.support.streaming import WorkerProcess, local_states
+from tests.support.streaming import WorkerProcess, local_states, values_by_user
 from tests.support.topic_reader import read_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -117,15 +117,7 @@ def run_settings(backlog: Backlog, name: str, tmp_path: Path) -> Settings:
 
 
 def outputs(s: Settings, topic: str, expected: int | None) -> dict[bytes, list[dict[str, Any]]]:
-    parts = asyncio.run(read_topics(s, [topic], expected=expected, timeout=600, idle=5.0))
-    out: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
-    for msgs in parts.values():
-        for m in msgs:
-            v = orjson.loads(m.value)
-            v.pop("emitted_at", None)
-            v.pop("dead_lettered_at", None)
-            out[m.key].append(v)
-    return dict(out)
+    return values_by_user(s, topic, expected, timeout=600, idle=5.0)
 
 
 def out_of_order(s: Settings, expected: int) -> tuple[int, int]:

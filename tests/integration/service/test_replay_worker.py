@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from stream_app.core.config import Settings
 from stream_app.tools.generate import DAY_MS, WorkloadSpec, write_workload_recording
 from stream_app.tools.replay import ReplayOptions, replay
-from tests.support.streaming import WorkerProcess, local_states
-from tests.support.topic_reader import read_topics
+from tests.support.streaming import WorkerProcess, local_states, values_by_user
 
 pytestmark = pytest.mark.broker
-
-
-def _outputs(settings: Settings, topic: str, expect: int | None) -> dict[bytes, list[dict[str, Any]]]:
-    """Output values per user (offset order within the user's partition), wall-clock field dropped."""
-    parts = asyncio.run(read_topics(settings, [topic], expected=expect, timeout=120, idle=3.0))
-    out: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
-    for msgs in parts.values():
-        for m in msgs:
-            v = orjson.loads(m.value)
-            v.pop("emitted_at", None)
-            if "trigger" in v:  # the run's own topic name -> the input's role
-                v["trigger"]["topic"] = v["trigger"]["topic"].rsplit("-", 1)[1]
-            out[m.key].append(v)
-    return dict(out)
 
 
 def test_replay_speed_does_not_change_worker_outputs(settings: Settings, tmp_path: Path) -> None:
@@ -69,8 +52,8 @@ def test_replay_speed_does_not_change_worker_outputs(settings: Settings, tmp_pat
         assert [x.sent for x in summaries] == [n, n]
         assert summaries[0].seconds > 4 > summaries[1].seconds
         workers.append(WorkerProcess(fast, tmp_path / f"{fast.app_id}.log").start())
-        recs = [_outputs(s, s.topic_recommendations, n) for s, _ in runs]
-        churn = [_outputs(s, s.topic_churn_warnings, None) for s, _ in runs]
+        recs = [values_by_user(s, s.topic_recommendations, n) for s, _ in runs]
+        churn = [values_by_user(s, s.topic_churn_warnings) for s, _ in runs]
         for w in workers:
             assert w.alive, w.log()[-3000:]
     finally:
