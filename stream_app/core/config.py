@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     interest_half_life_ms: int = Field(
         7 * 24 * 3600 * 1000, description="event-time half-life of category interest"
     )
+    interest_short_half_life_ms: int = Field(
+        24 * 3600 * 1000, ge=1, description="event-time half-life of the short-term interest profile"
+    )
     churn_min_silence_ms: int = Field(
         2 * 24 * 3600 * 1000, description="shortest event-time silence that can count as churn"
     )

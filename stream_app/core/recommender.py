@@ -7,7 +7,7 @@ of them; answers come back in request order."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from stream_app.core.state import WindowEntry
@@ -21,7 +21,8 @@ class RecommendationRequest:
     n_events: int  # events applied to the user so far
     first_ts: int  # event time of the user's first event
     bought: frozenset[str]  # items bought in the window: never recommended
-    interests: list[tuple[str, float]]  # strongest categories at ``at_ts``
+    interests: list[tuple[str, float]]  # strongest categories at ``at_ts`` (long-term)
+    short_interests: list[tuple[str, float]] = field(default_factory=list)  # short-term horizon
 
 
 @dataclass(slots=True)

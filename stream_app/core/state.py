@@ -10,8 +10,9 @@ Policies (documented in the README):
   (it could be a duplicate that was forgotten), or, when ``late_tolerance_ms`` is set, older than
   the user's newest event by more than that; any other late event is inserted at its place in
   time, so the window, counts and interests do not depend on the order in which events arrive;
-- interest strength per category decays with an event-time half-life, so replays give the same
-  profile as live processing.
+- interest strength per category decays in event time, on two horizons: long-term
+  (``interest_half_life_ms``, a week by default) and short-term (``short_half_life_ms``, a day), so
+  replays give the same profile as live processing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import msgpack
 
 from stream_app.core.events import TYPE_CODE, Event
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: short-term interest beside the long-term one (1 is read, short = long)
 # Interest added per event, by type code (click, browse, purchase): buying says most.
 TYPE_WEIGHT = (3.0, 1.0, 5.0)
 PURCHASE = TYPE_CODE["purchase"]
@@ -51,16 +52,21 @@ class StatePolicy:
     dedupe_memory: int = 256
     late_tolerance_ms: int | None = None
     interest_half_life_ms: int = 7 * 24 * 3600 * 1000
+    short_half_life_ms: int = 24 * 3600 * 1000
 
     @property
     def decay_rate(self) -> float:  # per ms
         return math.log(2) / self.interest_half_life_ms
 
+    @property
+    def short_decay_rate(self) -> float:  # per ms
+        return math.log(2) / self.short_half_life_ms
+
 
 @dataclass(slots=True)
 class UserState:
     window: list[WindowEntry] = field(default_factory=list)
-    # category -> [strength at ref_ts, ref_ts]; decayed lazily, in event time
+    # category -> [long-term strength at ref_ts, ref_ts]; decayed lazily, in event time
     interests: dict[str, list[float]] = field(default_factory=dict)
     counts: list[int] = field(default_factory=lambda: [0, 0, 0])
     first_ts: int = 0
@@ -69,6 +75,7 @@ class UserState:
     recent_ids: array = field(default_factory=lambda: array("Q"))
     recent_ts: array = field(default_factory=lambda: array("q"))
     churn_warned_at: int = 0  # event time of the current churn episode's warning; 0 = none
+    short: dict[str, float] = field(default_factory=dict)  # category -> short-term strength at ref_ts
     _id_set: set[int] | None = None
 
     # --- applying events -----------------------------------------------------------------
@@ -127,24 +134,28 @@ class UserState:
             self._id_set.add(id_hash)
 
     def _add_interest(self, category: str, weight: float, ts: int, policy: StatePolicy) -> None:
-        rate = policy.decay_rate
+        rate, short_rate = policy.decay_rate, policy.short_decay_rate
         cur = self.interests.get(category)
         if cur is None:
             self.interests[category] = [weight, ts]
+            self.short[category] = weight
             self._prune(max(ts, self.last_ts), rate)
         elif ts >= cur[1]:
             cur[0] = cur[0] * math.exp(-rate * (ts - cur[1])) + weight
+            self.short[category] = self.short[category] * math.exp(-short_rate * (ts - cur[1])) + weight
             cur[1] = ts
         else:  # a late event adds its weight as decayed to the category's reference time
             cur[0] += weight * math.exp(-rate * (cur[1] - ts))
+            self.short[category] += weight * math.exp(-short_rate * (cur[1] - ts))
 
     def _prune(self, now: int, rate: float) -> None:
+        # the short-term strength never exceeds the long-term one: pruning by the latter suffices
         faded = [c for c in self.interests if self.strength(c, now, rate) < PRUNE_BELOW]
+        if len(self.interests) - len(faded) > MAX_CATEGORIES:
+            faded.append(min((c for c in self.interests if c not in faded),
+                             key=lambda c: (self.strength(c, now, rate), c)))
         for c in faded:
-            del self.interests[c]
-        if len(self.interests) > MAX_CATEGORIES:
-            weakest = min(self.interests, key=lambda c: (self.strength(c, now, rate), c))
-            del self.interests[weakest]
+            del self.interests[c], self.short[c]
 
     # --- reading -------------------------------------------------------------------------
 
@@ -152,10 +163,20 @@ class UserState:
         value, ref = self.interests[category]
         return value * math.exp(-rate * max(0, at_ts - ref))
 
+    def short_strength(self, category: str, at_ts: int, policy: StatePolicy) -> float:
+        return self.short[category] * math.exp(
+            -policy.short_decay_rate * max(0, at_ts - self.interests[category][1]))
+
     def top_interests(self, at_ts: int, policy: StatePolicy, n: int = 5) -> list[tuple[str, float]]:
-        """Strongest categories with their strength decayed to ``at_ts``."""
+        """Strongest categories (long-term) with their strength decayed to ``at_ts``."""
         rate = policy.decay_rate
         scored = [(c, self.strength(c, at_ts, rate)) for c in self.interests]
+        scored.sort(key=lambda cs: (-cs[1], cs[0]))
+        return scored[:n]
+
+    def top_short_interests(self, at_ts: int, policy: StatePolicy, n: int = 5) -> list[tuple[str, float]]:
+        """Strongest categories of the last days (short-term horizon) at ``at_ts``."""
+        scored = [(c, self.short_strength(c, at_ts, policy)) for c in self.interests]
         scored.sort(key=lambda cs: (-cs[1], cs[0]))
         return scored[:n]
 
@@ -174,7 +195,7 @@ class UserState:
     def encode(self) -> bytes:
         flat: list[object] = []
         for cat, (value, ref) in self.interests.items():
-            flat += (cat, value, int(ref))
+            flat += (cat, value, int(ref), self.short[cat])
         return msgpack.packb(
             (
                 FORMAT_VERSION, self.window, flat, self.counts, self.first_ts, self.last_ts,
@@ -187,15 +208,17 @@ class UserState:
     def decode(cls, data: bytes) -> UserState:
         (version, window, flat, counts, first_ts, last_ts, ids, id_ts,
          warned) = msgpack.unpackb(data, use_list=True)
-        if version != FORMAT_VERSION:
+        if version not in (1, FORMAT_VERSION):
             raise ValueError(f"user state format {version} is not {FORMAT_VERSION}")
-        interests = {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), 3)}
+        step = 3 if version == 1 else 4
+        interests = {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), step)}
+        short = {flat[i]: flat[i + (1 if version == 1 else 3)] for i in range(0, len(flat), step)}
         recent, recent_ts = array("Q"), array("q")
         recent.frombytes(ids)
         recent_ts.frombytes(id_ts)
         return cls(
             [tuple(e) for e in window], interests, counts, first_ts, last_ts, recent, recent_ts,
-            warned,
+            warned, short,
         )
 
     def to_json(self, policy: StatePolicy) -> dict[str, object]:
@@ -210,7 +233,8 @@ class UserState:
                 for i, c, t, ts in self.window
             ],
             "interests": [
-                {"category_id": c, "strength": round(s, 6)}
+                {"category_id": c, "strength": round(s, 6),
+                 "short_term": round(self.short_strength(c, self.last_ts, policy), 6)}
                 for c, s in self.top_interests(self.last_ts, policy, n=len(self.interests))
             ],
             "churn_warned_at": self.churn_warned_at or None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,11 +109,13 @@ def dead_letter(reason: str, detail: str, source: Source,
 
 
 def recommendation_value(event: Event, src_topic: str, answer: Recommendation,
-                         interests: list[tuple[str, float]], model: dict[str, str]) -> bytes:
+                         interests: list[tuple[str, float]], model: dict[str, str],
+                         short_interests: Sequence[tuple[str, float]] = ()) -> bytes:
     value: dict[str, Any] = {
         "user_id": event.user_id, "ts": event.ts,
         "items": [{"item_id": i, "score": s, "category_id": c} for i, s, c in answer.items],
         "interests": [{"category_id": c, "strength": round(s, 6)} for c, s in interests],
+        "short_term_interests": [{"category_id": c, "strength": round(s, 6)} for c, s in short_interests],
         "model": model,
         "trigger": {"event_id": event.event_id, "topic": src_topic, "ts": event.ts},
         "emitted_at": int(time.time() * 1000),

@@ -56,7 +56,7 @@ class Tracker:
         self.events_topic_name = events_topic_name
         self.policy = StatePolicy(
             settings.window_length, settings.dedupe_memory, settings.late_tolerance_ms,
-            settings.interest_half_life_ms,
+            settings.interest_half_life_ms, settings.interest_short_half_life_ms,
         )
         self.recommender = make_recommender(settings, self.policy)
         self.model_info = {"name": self.recommender.name, "version": self.recommender.version}
@@ -134,7 +134,7 @@ class Tracker:
             request = RecommendationRequest(
                 user, event.ts, list(state.window), state.events_total, state.first_ts,
                 frozenset(e[0] for e in state.window if e[2] == PURCHASE),
-                state.top_interests(event.ts, policy))
+                state.top_interests(event.ts, policy), state.top_short_interests(event.ts, policy, 3))
             slot = out.add(OutputRecord(self.settings.topic_recommendations, user, b"",
                                         envelope.received, envelope.source.timestamp))
             asked.append((slot, request, event, src_topic))
@@ -194,7 +194,7 @@ class Tracker:
             if answer.churn_probability is not None:  # a model answered
                 metrics.MODEL_UPDATES.labels("step" if answer.stepped else "full").inc()
             out.records[slot].value = recommendation_value(
-                event, src_topic, answer, request.interests, self.model_info)
+                event, src_topic, answer, request.interests, self.model_info, request.short_interests)
 
     def _dead_letter_later(self, out: Outputs, reason: str, event: Event, state: UserState,
                            key: bytes, value: bytes | None, envelope: Envelope) -> None:

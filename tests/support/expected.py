@@ -82,7 +82,7 @@ def assert_windows_match(got: list[tuple], want: list[tuple]) -> None:
 
 def assert_state_matches(state: UserState, exp: Expected, settings: Settings) -> None:
     policy = StatePolicy(settings.window_length, settings.dedupe_memory, settings.late_tolerance_ms,
-                         settings.interest_half_life_ms)
+                         settings.interest_half_life_ms, settings.interest_short_half_life_ms)
     assert state.counts == exp.counts()
     assert state.first_ts == min(e.ts for e in exp.events)
     assert state.last_ts == max(e.ts for e in exp.events)
@@ -93,3 +93,7 @@ def assert_state_matches(state: UserState, exp: Expected, settings: Settings) ->
     assert got.keys() == exp_interests.keys()
     for cat, value in exp_interests.items():
         assert math.isclose(got[cat], value, rel_tol=1e-9), cat
+    for cat, value in exp.interests(settings.interest_short_half_life_ms).items():  # short-term horizon
+        if cat in got:
+            assert math.isclose(state.short_strength(cat, state.last_ts, policy), value,
+                                rel_tol=1e-9, abs_tol=1e-12), cat

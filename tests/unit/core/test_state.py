@@ -39,11 +39,12 @@ def test_state_does_not_depend_on_arrival_order_within_the_dedupe_memory() -> No
         assert (got.first_ts, got.last_ts) == (in_order.first_ts, in_order.last_ts)
         assert [e[3] for e in got.window] == [e[3] for e in in_order.window]
         assert sorted(got.recent_ids) == sorted(in_order.recent_ids)
-        a = dict(got.top_interests(got.last_ts, POLICY, n=100))
-        b = dict(in_order.top_interests(in_order.last_ts, POLICY, n=100))
-        assert a.keys() == b.keys()
-        for c in a:
-            assert math.isclose(a[c], b[c], rel_tol=1e-9)
+        for top in (UserState.top_interests, UserState.top_short_interests):
+            a = dict(top(got, got.last_ts, POLICY, n=100))
+            b = dict(top(in_order, in_order.last_ts, POLICY, n=100))
+            assert a.keys() == b.keys()
+            for c in a:
+                assert math.isclose(a[c], b[c], rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_duplicates_are_not_applied_twice() -> None:
@@ -91,3 +92,24 @@ def test_codec_round_trip() -> None:
     back = UserState.decode(state.encode())
     assert back.encode() == state.encode()
     assert back.to_json(POLICY) == state.to_json(POLICY)
+
+
+def test_short_term_profile_follows_a_recent_shift() -> None:
+    old = [Event(f"o{i}", "u", "i", "books", T0 + i * 3_600_000, "browse") for i in range(40)]
+    new = [Event(f"n{i}", "u", "i", "games", T0 + 3 * 86_400_000 + i * 60_000, "browse") for i in range(16)]
+    state = apply_all(old + new)
+    assert state.top_interests(state.last_ts, POLICY, n=1)[0][0] == "books"  # a week's half-life
+    assert state.top_short_interests(state.last_ts, POLICY, n=1)[0][0] == "games"  # a day's
+    assert state.short_strength("games", state.last_ts, POLICY) <= state.strength(
+        "games", state.last_ts, POLICY.decay_rate)
+
+
+def test_reads_the_previous_state_format() -> None:
+    import msgpack
+
+    v1 = msgpack.packb((1, [["i", "c", 1, T0]], ["c", 1.5, T0], [0, 1, 0], T0, T0, b"", b"", 0),
+                       use_bin_type=True)
+    state = UserState.decode(v1)
+    assert state.interests == {"c": [1.5, T0]} and state.short == {"c": 1.5}
+    assert UserState.decode(state.encode()).encode() == state.encode()
+
