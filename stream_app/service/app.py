@@ -20,11 +20,14 @@ import faust
 from faust.types import TableT
 
 from stream_app.core.config import Settings
+from stream_app.core.pseudonym import pseudonyms_for
 from stream_app.kafka.admin import create_topics
 from stream_app.service import compat, metrics
+from stream_app.service.erasure import install_erase_agent
 from stream_app.service.ingest import Ingest
 from stream_app.service.sender import RecordSender
 from stream_app.service.track import Tracker
+from stream_app.service.web import canonical_url, install_web
 
 TABLE_NAME = "user-state"
 
@@ -60,7 +63,8 @@ def make_faust_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=10.0,
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_host,
+        canonical_url=canonical_url(settings),  # where other workers forward profile requests
     )
     if settings.broker_profile == "embedded":
         # The embedded broker answers ListOffsets(latest) with the base offset of the last
@@ -127,6 +131,10 @@ def build_app(settings: Settings) -> TrackerApp:
                 settings.batch_max, settings.batch_within_s):
             await tracker.process(batch)
 
+    pseudonyms = pseudonyms_for(settings)
+    install_erase_agent(app, settings, sender, by_user_name, pseudonyms)  # service/erasure.py
+    if settings.web_port > 0:
+        install_web(app, tracker, settings, pseudonyms)  # service/web.py
     return TrackerApp(app, table, tracker)
 
 
