@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.core.events import EventType
@@ -115,14 +115,6 @@ class Settings(BaseSettings):
                           "/live, /ready)")
     web_port: int = Field(6066, description="web server: profile API, /live, /ready (0: off)")
     log_level: str = Field("info", description="debug, info, warning or error")
-
-    @model_validator(mode="after")
-    def _pseudonym_key_given(self) -> Settings:
-        if self.pseudonymize:
-            key = self.pseudonym_key.get_secret_value() if self.pseudonym_key else ""
-            if len(key) < 16:
-                raise ValueError("pseudonymize needs TRACKER_PSEUDONYM_KEY of at least 16 characters")
-        return self
 
     def effective_fetch_wait_ms(self) -> int | None:
         """The fetch wait to set on the worker's consumer (None: keep Faust's)."""

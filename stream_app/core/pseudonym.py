@@ -56,8 +56,17 @@ class Pseudonyms:
         return orjson.dumps(event)
 
 
+MIN_KEY_CHARS = 16
+
+
 def pseudonyms_for(settings: Settings) -> Pseudonyms:
-    """The worker's map: pseudonyms when ``settings.pseudonymize`` (the key is then set: Settings
-    validates it), else raw ids."""
-    key = settings.pseudonym_key
-    return Pseudonyms(key.get_secret_value().encode() if settings.pseudonymize and key else None)
+    """The worker's map: pseudonyms when ``settings.pseudonymize``, else raw ids. Raises
+    ValueError when pseudonymizing without a key of at least 16 characters. (Only the worker
+    needs the key: ``interest-tracker erase`` sends the raw id and the worker hashes it.)"""
+    if not settings.pseudonymize:
+        return Pseudonyms(None)
+    key = settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else ""
+    if len(key) < MIN_KEY_CHARS:
+        raise ValueError(f"TRACKER_PSEUDONYMIZE needs TRACKER_PSEUDONYM_KEY of at least {MIN_KEY_CHARS} "
+                         "characters in the environment")
+    return Pseudonyms(key.encode())
