@@ -65,6 +65,7 @@ def make_faust_app(settings: Settings) -> faust.App:
         web_port=settings.web_port or 6066,
         web_bind=settings.web_host,
         canonical_url=canonical_url(settings),  # where other workers forward profile requests
+        web_tables_enabled=False,  # Faust's raw /table/ views: /users/{id} is the one way in
     )
     if settings.broker_profile == "embedded":
         # The embedded broker answers ListOffsets(latest) with the base offset of the last
