@@ -31,6 +31,9 @@ class BaselineRecommender:
     def churn_probability(self, user: bytes) -> float | None:
         return None
 
+    def forget(self, user: bytes) -> None:
+        """Nothing per user is kept."""
+
     def top_items(self, req: RecommendationRequest) -> list[tuple[str, float, str | None]]:
         """Top-k (item, score, category) for the user at event time ``req.at_ts``."""
         top = req.interests[:TOP_CATEGORIES]

@@ -87,6 +87,16 @@ class ChurnDetector:
         self._leaders.pop(partition, None)
         self.watermark.pop(partition, None)
 
+    def forget_user(self, partition: int, user: bytes) -> None:
+        """Drop a user (erasure): no deadline of theirs fires; their stale heap entries are skipped
+        by :meth:`advance` and dropped at the next compaction. The watermark does not move back."""
+        self._latest.get(partition, {}).pop(user, None)
+        self._leaders.get(partition, {}).pop(user, None)
+        heap = self._heaps.get(partition)
+        if heap:
+            heap[:] = [e for e in heap if e[1] != user]
+            heapq.heapify(heap)
+
     def rebuild_partition(self, partition: int, states: list[tuple[bytes, UserState]]) -> None:
         """Rebuild after an assignment: the watermark resumes at the newest event time seen."""
         self.forget_partition(partition)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.core.events import EventType
@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     topic_recommendations: str = Field("recommendations", description="output topic of recommendations")
     topic_churn_warnings: str = Field("churn-warnings", description="output topic of churn warnings")
     topic_dead_letters: str = Field("dead-letters", description="output topic of rejected input")
+    topic_erasures: str = Field("erasures", description="input topic of erasure requests "
+                                "({user_id, request_id}; interest-tracker erase)")
+    topic_erasure_confirmations: str = Field(
+        "erasure-confirmations", description="output topic: one record per applied erasure request")
 
     # --- consumer group (restart and hand-over) --------------------------------------------
     session_timeout_s: float | None = Field(
@@ -123,10 +127,23 @@ class Settings(BaseSettings):
         None, description="item catalog (item, category, popularity) for the baseline"
     )
 
+    # --- privacy -------------------------------------------------------------------------
+    pseudonymize: bool = Field(
+        False, description="key state and outputs by HMAC-SHA256(user id) (32 hex characters) "
+        "instead of the raw id; needs TRACKER_PSEUDONYM_KEY")
+    pseudonym_key: SecretStr | None = Field(
+        None, description="the HMAC key of pseudonyms (at least 16 characters; set it in the "
+        "environment, never on a command line; never logged)")
+    dead_letter_values: Literal["keep", "digest"] = Field(
+        "keep", description="'keep': dead letters carry the rejected record's first 16 KiB; "
+        "'digest': only its size and sha256")
+
     # --- observability -------------------------------------------------------------------
     metrics_host: str = Field("127.0.0.1", description="bind address of the Prometheus endpoint")
     metrics_port: int = Field(9108, description="Prometheus /metrics; 0 disables")
-    web_port: int = Field(6066, description="Faust web server (table views)")
+    web_host: str = Field("127.0.0.1", description="bind address of the web server (profile API, "
+                          "/live, /ready)")
+    web_port: int = Field(6066, description="web server: profile API, /live, /ready (0: off)")
     log_level: str = Field("info", description="debug, info, warning or error")
 
     def effective_session_timeout_s(self) -> float:
@@ -152,10 +169,11 @@ class Settings(BaseSettings):
         return {topic: etype for etype, topic in self.topics_by_type().items()}
 
     def output_topics(self) -> list[str]:
-        return [self.topic_recommendations, self.topic_churn_warnings, self.topic_dead_letters]
+        return [self.topic_recommendations, self.topic_churn_warnings, self.topic_dead_letters,
+                self.topic_erasure_confirmations]
 
     def all_topics(self) -> list[str]:
-        return [*self.event_topics(), *self.output_topics()]
+        return [*self.event_topics(), self.topic_erasures, *self.output_topics()]
 
     @property
     def repartition_topic(self) -> str:
@@ -196,8 +214,16 @@ class Settings(BaseSettings):
         return self.model_copy(update={"app_id": prefix, **topics, **update})
 
     def to_env(self) -> dict[str, str]:
-        """These settings as ``TRACKER_*`` environment variables (for a worker process)."""
-        return {f"TRACKER_{k.upper()}": str(v) for k, v in self.model_dump().items() if v is not None}
+        """These settings as ``TRACKER_*`` environment variables (for a worker process). Secrets
+        (``pseudonym_key``) are left out: a child process inherits them from the environment."""
+        return {f"TRACKER_{k.upper()}": str(v) for k, v in self.model_dump().items()
+                if v is not None and not isinstance(v, SecretStr)}
+
+    def secret_env(self) -> dict[str, str]:
+        """The secrets :meth:`to_env` leaves out, for a child process's environment only (never
+        print or log this)."""
+        return {f"TRACKER_{k.upper()}": getattr(self, k).get_secret_value()
+                for k, v in self.model_dump().items() if isinstance(v, SecretStr)}
 
     def bootstrap_servers(self) -> list[str]:
         return [s.strip().removeprefix("kafka://") for s in self.broker_url.split(",") if s.strip()]

@@ -44,3 +44,7 @@ class Recommender(Protocol):
     def churn_probability(self, user: bytes) -> float | None:
         """The recommender's churn estimate at the user's newest event, if it has one."""
         ...
+
+    def forget(self, user: bytes) -> None:
+        """Drop whatever the recommender keeps about the user (erasure)."""
+        ...

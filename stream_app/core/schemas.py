@@ -13,6 +13,7 @@ import fastjsonschema
 
 SCHEMA_TOPICS = (
     "clicks", "browses", "purchases", "recommendations", "churn-warnings", "dead-letters",
+    "erasures", "erasure-confirmations",
 )
 
 

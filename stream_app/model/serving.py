@@ -33,6 +33,10 @@ class ModelRecommender:
     def churn_probability(self, user: bytes) -> float | None:
         return self._last_churn.get(user)
 
+    def forget(self, user: bytes) -> None:
+        self._caches.pop(user, None)
+        self._last_churn.pop(user, None)
+
     def recommend(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
         rounds: list[list[int]] = []
         seen: dict[bytes, int] = {}

@@ -25,15 +25,17 @@ from aiokafka.errors import KafkaConnectionError
 from faust.types import EventT, TableT
 
 from stream_app.core.config import Settings
+from stream_app.core.pseudonym import pseudonyms_for
 from stream_app.kafka.admin import create_topics
 from stream_app.kafka.embedded import PortInUseError, StartupError, check_port_free
 from stream_app.service import compat, metrics
+from stream_app.service.erasure import install_erase_agent
 from stream_app.service.ingest import Ingest
 from stream_app.service.sender import RecordSender
 from stream_app.service.track import Tracker
+from stream_app.service.web import canonical_url, install_web
 
 TABLE_NAME = "user-state"
-WEB_BIND = "127.0.0.1"
 METRICS_PORT = "the metrics port (--metrics-port)"
 
 
@@ -70,7 +72,9 @@ def make_faust_app(settings: Settings) -> faust.App:
         consumer_group_instance_id=settings.instance_id,
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
-        web_bind=WEB_BIND,
+        web_bind=settings.web_host,
+        canonical_url=canonical_url(settings),  # where other workers forward profile requests
+        web_tables_enabled=False,  # Faust's raw /table/ views: /users/{id} is the one way in
     )
     if settings.broker_profile == "embedded":
         # The embedded broker answers ListOffsets(latest) with the base offset of the last
@@ -171,6 +175,10 @@ def build_app(settings: Settings) -> TrackerApp:
         async for batch in batches(stream):
             await tracker.process(batch)
 
+    pseudonyms = pseudonyms_for(settings)
+    install_erase_agent(app, settings, sender, by_user_name, pseudonyms)  # service/erasure.py
+    if settings.web_port > 0:
+        install_web(app, tracker, settings, pseudonyms)  # service/web.py
     return TrackerApp(app, table, tracker)
 
 
@@ -183,7 +191,7 @@ def run_worker(settings: Settings) -> None:
     if settings.metrics_port:
         check_port_free(settings.metrics_host, settings.metrics_port, METRICS_PORT)
     if settings.web_port:
-        check_port_free(WEB_BIND, settings.web_port, "Faust's web port (--web-port)")
+        check_port_free(settings.web_host, settings.web_port, "Faust's web port (--web-port)")
     # Create every topic with the configured partition count before anything can auto-create one
     # with the broker's default: the repartition topic must match the state changelog.
     asyncio.run(prepare_topics(settings))

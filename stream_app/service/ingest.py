@@ -7,6 +7,7 @@ before the events are repartitioned by user id onto ``<app_id>-events-by-user``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -17,6 +18,7 @@ from faust.types import TP, EventT
 from stream_app.core.alignment import BEHIND, EventTimeMerge, SourceView
 from stream_app.core.config import Settings
 from stream_app.core.events import Event, Rejection, parse_event
+from stream_app.core.pseudonym import pseudonyms_for
 from stream_app.service import compat, metrics
 from stream_app.service.records import Envelope, Source, dead_letter, partition_for_user
 from stream_app.service.sender import OutputRecord, Outputs, RecordSender
@@ -37,6 +39,8 @@ class Ingest:
             rank, self.source_view, settings.align_max_wait_s, clock=time.time,
             on_release=lambda how: metrics.ALIGNED_EVENTS.labels(how).inc())
         self.lock = asyncio.Lock()
+        self.digest_only = settings.dead_letter_values == "digest"
+        self.pseudonyms = pseudonyms_for(settings)
 
     def source_view(self, topic: str, partition: int) -> SourceView:
         """What the consumer knows of an input partition with nothing buffered (see alignment.py)."""
@@ -77,7 +81,8 @@ class Ingest:
                 now_ms=int(now * 1000), max_future_ms=self.settings.max_future_ms, key=msg.key,
             )
             if isinstance(result, Rejection):
-                key, value = dead_letter(result.reason, result.detail, source_of(ev), msg.value)
+                key, value = dead_letter(result.reason, result.detail, source_of(ev), msg.value,
+                                         self.digest_only)
                 out.add(OutputRecord(self.settings.topic_dead_letters, key, value,
                                      dead_letter=result.reason))
                 rejected.append(ev)
@@ -99,9 +104,15 @@ class Ingest:
             n = self.settings.partitions
             for ev, event, recv in ready:
                 assert ev.message.value is not None  # parse_event rejects a null value
-                user = event.user_id.encode()
-                envelope = Envelope(event.type, source_of(ev), recv)
-                out.add(OutputRecord(self.by_user, user, ev.message.value, internal=True,
+                # pseudonymized (TRACKER_PSEUDONYMIZE) before anything is written by user
+                user_id = self.pseudonyms.user_id(event.user_id)
+                user = user_id.encode()
+                source = source_of(ev)
+                if self.pseudonyms.enabled:  # the producer's key may be the raw user id
+                    source = dataclasses.replace(source, key=None)
+                envelope = Envelope(event.type, source, recv)
+                value = self.pseudonyms.rewrite_event(ev.message.value, user_id)
+                out.add(OutputRecord(self.by_user, user, value, internal=True,
                                      partition=partition_for_user(user, n),
                                      headers=envelope.headers()))
             await out.send(self.sender, self.app)

@@ -12,7 +12,7 @@ from stream_app.core.config import Settings
 
 def spawn_worker(settings: Settings, log_path: Path, **env: str) -> subprocess.Popen[bytes]:
     """Start a worker with ``settings`` (as TRACKER_* variables), logging to ``log_path``."""
-    full_env = {**os.environ, **settings.to_env(), **env}
+    full_env = {**os.environ, **settings.to_env(), **settings.secret_env(), **env}
     with open(log_path, "ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "stream_app", "worker"], env=full_env,

@@ -79,31 +79,38 @@ def decode_repartitioned(value: bytes, envelope: Envelope) -> Event:
 DEAD_LETTER_KEEP_BYTES = 16 * 1024
 
 
-def _kept(data: bytes) -> dict[str, Any]:
-    """A bounded copy of ``data`` (base64) with the size and sha256 of the whole."""
-    return {"b64": base64.b64encode(data[:DEAD_LETTER_KEEP_BYTES]).decode(), "size": len(data),
+def _kept(data: bytes, digest_only: bool = False) -> dict[str, Any]:
+    """A bounded copy of ``data`` (base64; empty when ``digest_only``) with the size and sha256 of
+    the whole."""
+    kept = b"" if digest_only else data[:DEAD_LETTER_KEEP_BYTES]
+    return {"b64": base64.b64encode(kept).decode(), "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
-            "truncated": len(data) > DEAD_LETTER_KEEP_BYTES}
+            "truncated": len(data) > len(kept)}
 
 
-def dead_letter(reason: str, detail: str, source: Source,
-                value: bytes | None) -> tuple[bytes | None, bytes]:
+def dead_letter(reason: str, detail: str, source: Source, value: bytes | None,
+                digest_only: bool = False) -> tuple[bytes | None, bytes]:
     """(Kafka key, value) of the dead letter of an input record: the key is the original one,
-    truncated like the value. A null value is kept as empty bytes; a null or empty key as null."""
-    v = _kept(value or b"")
-    k = _kept(source.key) if source.key else None
+    truncated like the value. A null value is kept as empty bytes; a null or empty key as null.
+    ``digest_only`` (TRACKER_DEAD_LETTER_VALUES=digest): no bytes of the value or key are kept,
+    only their size and sha256 (``value_b64`` is empty, ``key_b64`` and the Kafka key null)."""
+    v = _kept(value or b"", digest_only)
+    k = _kept(source.key, digest_only) if source.key else None
     letter = {
         "reason": reason, "detail": detail,
         "source": {
             "topic": source.topic, "partition": source.partition, "offset": source.offset,
             "timestamp": int(source.timestamp * 1000) if source.timestamp is not None else None,
-            "key_b64": k and k["b64"], "key_size": k and k["size"],
+            "key_b64": None if k is None or digest_only else k["b64"], "key_size": k and k["size"],
             "key_sha256": k and k["sha256"], "key_truncated": bool(k and k["truncated"]),
         },
         "value_b64": v["b64"], "value_size": v["size"], "value_sha256": v["sha256"],
         "value_truncated": v["truncated"],
         "dead_lettered_at": int(time.time() * 1000),
     }
+    if digest_only:
+        letter["digest_only"] = True
+        return None, orjson.dumps(letter)
     key = source.key[:DEAD_LETTER_KEEP_BYTES] if source.key is not None else None
     return key, orjson.dumps(letter)
 

@@ -23,6 +23,8 @@ from stream_app.core.events import Event
 from stream_app.core.recommender import RecommendationRequest, Recommender
 from stream_app.core.state import PURCHASE, StatePolicy, UserState, event_id_hash
 from stream_app.service import compat, metrics
+from stream_app.service.erasure import Erasures, is_erasure
+from stream_app.service.profile import LatestRecommendations
 from stream_app.service.records import (
     Envelope,
     Source,
@@ -63,6 +65,8 @@ class Tracker:
         self.churn = ChurnDetector(settings.churn_min_silence_ms, settings.churn_gap_multiple,
                                    settings.watermark_quorum)
         self.churn_model_info = {"name": "baseline", "version": "silence-vs-usual-gap"}
+        self.latest = LatestRecommendations(settings.model_cache_users)  # for the profile API
+        self.erasures = Erasures(self)
 
     # --- state access --------------------------------------------------------------------
 
@@ -99,6 +103,7 @@ class Tracker:
         metrics.BATCH_SIZE.observe(len(batch))
         states: dict[bytes, UserState] = {}
         dirty: dict[bytes, EventT] = {}  # user -> an event of the user's partition (context)
+        erased: dict[bytes, EventT] = {}  # user -> their erasure request (service/erasure.py)
         out = Outputs()
         policy = self.policy
         # (slot in out, request, triggering event, its source topic): answered after the loop
@@ -109,6 +114,9 @@ class Tracker:
             ev.message.incref()
         for ev in batch:
             msg = ev.message
+            if is_erasure(msg):
+                erased[self.erasures.apply(msg, states, dirty, out)] = ev
+                continue
             decoded = self._decode(msg, out)
             if decoded is None:
                 continue
@@ -153,6 +161,8 @@ class Tracker:
             metrics.WATERMARK.labels(p).set(self.churn.watermark.get(p, 0))
         if asked:
             self.fill_recommendations(out, asked)
+        for user in erased:
+            self.erasures.forget(user)
         # Outputs are delivered before the states are written: after a crash between the two the
         # events are applied again and their outputs repeated (at least once). The other order
         # could store an event as applied whose outputs were never sent.
@@ -160,6 +170,10 @@ class Tracker:
         for user, ctx in dirty.items():
             with compat.current_event(ctx):
                 self.table[user] = states[user].encode()
+        for user, ctx in erased.items():
+            if user not in dirty:  # (an event after the request re-created the user: written above)
+                with compat.current_event(ctx):
+                    del self.table[user]  # a tombstone in the changelog, even if absent locally
         for ev in batch:
             ev.ack()
         metrics.USERS_TRACKED.set(self.churn.users_tracked)
@@ -180,7 +194,8 @@ class Tracker:
             log.error("track cannot decode %s:%s:%s (%r): dead-lettered as internal_error",
                       msg.topic, msg.partition, msg.offset, exc)
             key, value = dead_letter("internal_error", f"track cannot decode it: {exc!r}"[:500],
-                                     source, msg.value)
+                                     source, msg.value,
+                                     self.settings.dead_letter_values == "digest")
             out.add(OutputRecord(self.settings.topic_dead_letters, key or msg.key, value,
                                  dead_letter="internal_error"))
             return None
@@ -193,8 +208,9 @@ class Tracker:
         for (slot, request, event, src_topic), answer in zip(asked, answers, strict=True):
             if answer.churn_probability is not None:  # a model answered
                 metrics.MODEL_UPDATES.labels("step" if answer.stepped else "full").inc()
-            out.records[slot].value = recommendation_value(
+            out.records[slot].value = value = recommendation_value(
                 event, src_topic, answer, request.interests, self.model_info, request.short_interests)
+            self.latest.put(request.user, value)
 
     def _dead_letter_later(self, out: Outputs, reason: str, event: Event, state: UserState,
                            key: bytes, value: bytes | None, envelope: Envelope) -> None:
@@ -202,7 +218,8 @@ class Tracker:
                   else f"ts {event.ts} is {(state.last_ts - event.ts) / 60000:.1f} min older than the "
                        f"user's newest event and older than the {len(state.recent_ts)} events the "
                        f"dedupe memory holds (late tolerance {self.policy.late_tolerance_ms} ms)")
-        dl_key, dl_value = dead_letter(reason, detail, envelope.source, value)
+        dl_key, dl_value = dead_letter(reason, detail, envelope.source, value,
+                                       self.settings.dead_letter_values == "digest")
         out.add(OutputRecord(self.settings.topic_dead_letters, dl_key or key, dl_value,
                              dead_letter=reason))
 

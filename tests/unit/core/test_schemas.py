@@ -12,7 +12,7 @@ from stream_app.core.schemas import SCHEMA_TOPICS, example, load_schema, schemas
 
 def test_every_topic_has_a_schema_and_an_example() -> None:
     s = Settings()
-    default_topics = {*s.event_topics(), *s.output_topics()}
+    default_topics = set(s.all_topics())  # inputs (events, erasures) and outputs
     assert default_topics == set(SCHEMA_TOPICS)
     files = {p.name.removesuffix(".schema.json") for p in schemas_dir().glob("*.schema.json")}
     assert files == set(SCHEMA_TOPICS)

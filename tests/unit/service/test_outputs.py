@@ -94,3 +94,17 @@ def test_track_dead_letters_a_record_it_cannot_decode() -> None:
         assert record.dead_letter == letter["reason"] == "internal_error"
         expected = ("clicks", 7) if hdrs else ("by-user", 9)
         assert (letter["source"]["topic"], letter["source"]["offset"]) == expected
+
+
+def test_dead_letter_digest_only_keeps_no_bytes() -> None:
+    value, key = b'{"user_id": "someone", "bad', b"someone"
+    source = Source("clicks", 1, 5, 1.5, key)
+    dl_key, raw = dead_letter("malformed_json", "invalid JSON", source, value, digest_only=True)
+    letter = orjson.loads(raw)
+    validator("dead-letters")(letter)
+    assert dl_key is None and letter["digest_only"] is True
+    assert letter["value_b64"] == "" and letter["source"]["key_b64"] is None
+    assert letter["value_size"] == len(value) and letter["value_truncated"] is True
+    assert letter["value_sha256"] == hashlib.sha256(value).hexdigest()
+    assert letter["source"]["key_sha256"] == hashlib.sha256(key).hexdigest()
+    assert b"someone" not in raw
