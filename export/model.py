@@ -416,8 +416,39 @@ class ItemsGraph(nn.Module):
 
     def forward(self, user_vector: torch.Tensor, context_item: torch.Tensor, length: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = ranking_scores(self.model.item_probs(user_vector, context_item, length))
-        top_scores, top_items = torch.topk(scores, self.top_k, dim=-1)
+        """The top-K of ``ranking_scores(item_probs(...))`` without materialising the mixture over the
+        catalog: items outside the context rank by their generator logit alone, so the top-K is among
+        the K best logits outside the context and the context's items; only those candidates are scored
+        exactly (log of the mixture, normaliser by logsumexp). The export makes K an input (``k``)."""
+        head, table, block = self.model.item_head, self.model.item_emb.weight, self.model.item_block
+        if head.distinct is not None:  # rank terms change the generator per context: score everything
+            scores = ranking_scores(self.model.item_probs(user_vector, context_item, length))
+            top_scores, top_items = torch.topk(scores, self.top_k, dim=-1)
+            return top_scores, top_items
+        h, ids = user_vector, context_item
+        L = ids.shape[1]
+        log_gen = torch.log_softmax(h @ table.T + block, dim=-1)  # (N, items), one fused kernel
+        j = torch.arange(L, device=ids.device).unsqueeze(0)
+        valid = (j < length.unsqueeze(1)) & (ids > 1)  # (N, L)
+        rel = (length.unsqueeze(1) - 1 - j).unsqueeze(1)
+        w = head._attention(h.unsqueeze(1), table[ids], rel, valid.unsqueeze(1)).squeeze(1)  # (N, L)
+        g = torch.sigmoid(head.gate(h))  # (N, 1)
+        # items outside the context: the best generator scores once the context's items are masked
+        outside = log_gen.scatter(1, torch.where(valid, ids, 0), NEG)
+        cand_log, cand = torch.topk(outside, self.top_k, dim=-1)
+        gen_scores = torch.log((1 - g) * torch.exp(cand_log) + 1e-12)
+        gen_scores = torch.where(cand > 1, gen_scores, NEG)
+        # context items: each once (at its newest valid occurrence), copy mass summed over occurrences
+        same = ((ids.unsqueeze(2) == ids.unsqueeze(1)) & valid.unsqueeze(1)).to(w.dtype)  # (N, L, L)
+        copy = (same @ w.unsqueeze(-1)).squeeze(-1)
+        later = (j.unsqueeze(0) > j.unsqueeze(2)).to(w.dtype)  # (1, L, L): j' > j
+        newer = (same * later).sum(-1) > 0  # a later valid occurrence of the same item exists
+        ctx_log = torch.gather(log_gen, 1, ids)
+        ctx_scores = torch.log(g * copy + (1 - g) * torch.exp(ctx_log) + 1e-12)
+        ctx_scores = torch.where(valid & ~newer, ctx_scores, NEG)
+        scores = torch.cat([gen_scores, ctx_scores], dim=1)
+        top_scores, at = torch.topk(scores, self.top_k, dim=-1)
+        top_items = torch.gather(torch.cat([cand, ids], dim=1), 1, at)
         return top_scores, top_items
 
 

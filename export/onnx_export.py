@@ -93,7 +93,32 @@ def export_serving(model: InterestModel, out_dir: Path, top_k: int) -> None:
                       input_names=list(ITEMS_INPUTS), output_names=["top_scores", "top_items"],
                       dynamic_axes={n: {0: "users"} for n in (*ITEMS_INPUTS, "top_scores", "top_items")},
                       opset_version=OPSET, dynamo=False)
+    dynamic_top_k(out_dir / ITEMS_GRAPH_FILE)
     np.save(out_dir / EMBEDDINGS_FILE, model.item_emb.weight.detach().numpy().astype(np.float32))
+
+
+def dynamic_top_k(path: Path) -> None:
+    """Make every TopK of the graph take its K from a new input ``k`` (int64, shape (1,)): the worker
+    asks for the few items it serves instead of the artifact's ``top_k`` (a smaller K is much cheaper
+    in ONNX Runtime's TopK)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    for node in graph.node:
+        if node.op_type == "TopK":
+            node.input[1] = "k"
+    graph.input.append(onnx.helper.make_tensor_value_info("k", onnx.TensorProto.INT64, [1]))
+    for out in graph.output:  # their second axis is now K
+        out.type.tensor_type.shape.dim[1].dim_param = "k"
+    del graph.value_info[:]
+    used = {i for node in graph.node for i in node.input} | {o.name for o in graph.output}
+    for node in [n for n in graph.node if n.op_type == "Constant" and not set(n.output) & used]:
+        graph.node.remove(node)
+    for init in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(init)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def ort_session(path: Path, threads: int = 2):  # noqa: ANN201 - onnxruntime is imported lazily
@@ -184,7 +209,7 @@ def chunk_parity(model: InterestModel, out_dir: Path, enc: EncodedWindows, top_k
     out = sess.run(None, feeds)
     cats, churn, vec = out[:3]
     R = offs.shape[1]
-    top = items.run(None, {"user_vector": vec.reshape(B * R, -1),
+    top = items.run(None, {"k": np.array([top_k]), "user_vector": vec.reshape(B * R, -1),
                            "context_item": np.repeat(feats["item"], R, axis=0),
                            "length": (start[:, None] + offs + 1).reshape(-1)})[0].reshape(B, R, -1)
     worst = 0.0

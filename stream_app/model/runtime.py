@@ -35,6 +35,7 @@ from stream_app.model.artifact import (
 )
 from stream_app.model.features import (
     FEATURE_NAMES,
+    UNKNOWN,
     FeatureSpec,
     Vocab,
     WindowEvent,
@@ -237,6 +238,7 @@ class ModelRuntime:
             self.ann = ItemIndex(np.load(self.path / EMBEDDINGS_FILE)[2:], threads=threads)
             self.top_k_max = max(self.top_k_max, 100)
         self.calls = 0  # chunk.onnx runs, for the tests and benchmarks
+        self._past_buf: list[np.ndarray] = []
         log.info("model %s loaded from %s on %s (%s ranking)", self.version, self.path, self.provider,
                  "ANN" if self.ann is not None else "exact")
 
@@ -381,17 +383,17 @@ class ModelRuntime:
             past = [np.zeros((G, pool.heads, 0, pool.d_head), np.float32)] * len(self._past_names)
         else:  # cached contexts: only the new events are encoded, their predecessors come from the pool
             ctx = {k: v[slots] for k, v in pool.ctx.items()}
+            new_ev = [e for r in rows for e in r.context[r.start:]]  # flat, row by row
+            g_of = np.repeat(np.arange(G), n_new)
+            t_of = np.arange(len(new_ev)) - np.repeat(np.cumsum(n_new) - n_new, n_new)
+            lookup_i, lookup_c = self.items.index.get, self.categories.index.get
             new_items = np.zeros((G, T), np.int64)
             new_cats = np.zeros((G, T), np.int64)
             types = np.zeros((G, T), np.int64)
-            lookup_i, lookup_c = self.items.lookup, self.categories.lookup
-            for g, r in enumerate(rows):
-                new = r.context[r.start:]
-                k = len(new)
-                new_items[g, :k] = [lookup_i(e[0]) for e in new]
-                new_cats[g, :k] = [lookup_c(e[1]) for e in new]
-                types[g, :k] = [e[2] for e in new]
-                ctx["ts"][g, r.start:r.start + k] = [e[3] for e in new]
+            new_items[g_of, t_of] = [lookup_i(e[0], UNKNOWN) for e in new_ev]
+            new_cats[g_of, t_of] = [UNKNOWN if e[1] is None else lookup_c(e[1], UNKNOWN) for e in new_ev]
+            types[g_of, t_of] = [e[2] for e in new_ev]
+            ctx["ts"][g_of, start[g_of] + t_of] = [e[3] for e in new_ev]
             if types.min() < 0 or types.max() >= self.spec.n_types:
                 raise ValueError(f"event type code outside 0..{self.spec.n_types - 1}")
             t = np.minimum(np.arange(T)[None, :], (n_new - 1)[:, None])
@@ -404,8 +406,7 @@ class ModelRuntime:
             feeds = encode_appended(ctx["ts"], start, n_new, types, np.array([r.n for r in rows], np.int64),
                                     np.array([r.first_ts for r in rows], np.int64), self.spec)
             feeds |= {"item": new_items, "category": new_cats}
-            P = int(start.max())
-            past = [np.take(a[:, :, :P] if P < L else a, slots, axis=0) for a in pool.kv]
+            past = self._gather_past(slots)
         feeds |= {"start": start, "answer_at": answer_at, "context_category": ctx["category"]}
         feeds |= dict(zip(self._past_names, past, strict=True))
         out = self.chunk_session.run(None, feeds)
@@ -423,15 +424,28 @@ class ModelRuntime:
                 pool.ctx[key][slots[kept]] = arr[kept]
             pool.filled[slots[kept]] = clen[kept]
         # answers
-        for g, r in enumerate(rows):
-            a0, na = base[g], len(r.answers)
-            cats[a0:a0 + na] = out[0][g, :na]
-            churn[a0:a0 + na] = out[1][g, :na]
-            vectors[a0:a0 + na] = out[2][g, :na]
-            stepped[a0:a0 + na] = r.start > 0
-            user[a0:a0 + na] = r.entry
-            length[a0:a0 + na] = np.array(r.answers) + 1
-            ctx_items[a0:a0 + na] = ctx["item"][g]
+        n_ans = np.array([len(r.answers) for r in rows])
+        g_of = np.repeat(np.arange(G), n_ans)
+        r_of = np.arange(len(g_of)) - np.repeat(np.cumsum(n_ans) - n_ans, n_ans)
+        a_of = np.asarray(base)[g_of] + r_of
+        cats[a_of] = out[0][g_of, r_of]
+        churn[a_of] = out[1][g_of, r_of]
+        vectors[a_of] = out[2][g_of, r_of]
+        stepped[a_of] = start[g_of] > 0
+        user[a_of] = np.array([r.entry for r in rows])[g_of]
+        length[a_of] = start[g_of] + answer_at[g_of, r_of] + 1
+        ctx_items[a_of] = ctx["item"][g_of]
+
+    def _gather_past(self, slots: np.ndarray) -> list[np.ndarray]:
+        """The rows' cached keys/values, one contiguous copy per layer and key/value into buffers kept
+        between calls (fresh arrays would cost page faults on every call)."""
+        G = len(slots)
+        if not self._past_buf or self._past_buf[0].shape[0] < G:
+            shape = (max(G, 64), self.pool.heads, self.pool.window_length, self.pool.d_head)
+            self._past_buf = [np.empty(shape, np.float32) for _ in self.pool.kv]
+        # mode="clip": with the default "raise" numpy buffers the output instead of writing it directly
+        return [np.take(a, slots, axis=0, out=buf[:G], mode="clip")
+                for a, buf in zip(self.pool.kv, self._past_buf, strict=True)]
 
     def _top_items(self, vectors: np.ndarray, ctx_items: np.ndarray, length: np.ndarray, k: int,
                    windows: Sequence[Sequence[WindowEvent]], user: np.ndarray, exclude_seen: bool
@@ -443,8 +457,10 @@ class ModelRuntime:
             scores, ids = self.ann.search(vectors, self.top_k_max if exclude_seen else k)
             ids = ids + 2
         else:
-            scores, ids = self.items_session.run(None, {"user_vector": vectors, "context_item": ctx_items,
-                                                        "length": length})
+            want = min(self.top_k_max, k + self.spec.window_length if exclude_seen else k)
+            feeds = {"k": np.array([want], np.int64), "user_vector": vectors, "context_item": ctx_items,
+                     "length": length}
+            scores, ids = self.items_session.run(None, feeds)
         if not exclude_seen:
             names = self._item_ids[ids[:, :k]].tolist()
             values = scores[:, :k].tolist()
