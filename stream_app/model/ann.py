@@ -2,9 +2,10 @@
 
 The item head's generator scores an item by ``h · e_i`` (the output weights are tied to the item
 embeddings), so retrieval is a maximum-inner-product search over the artifact's item embeddings
-(``item_embeddings.npy``), indexed once at load time. Backends: ``hnswlib`` (default, chosen by
-``benchmarks/bench_ann.py``: docs/model.md), ``faiss`` (HNSW, inner product) and ``usearch``; ``exact``
-is the numpy reference (``argpartition`` over all scores). Scores returned are the inner products.
+(``item_embeddings.npy``), indexed once at load time. Backends (HNSW graphs, inner product):
+``usearch`` (default: the fastest search at the same recall in ``benchmarks/bench_ann.py``, see
+docs/model.md), ``hnswlib`` and ``faiss``; ``exact`` is the numpy reference (``argpartition`` over all
+scores). Scores returned are the exact inner products of the items found.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ BACKENDS = ("hnswlib", "faiss", "usearch", "exact")
 class ItemIndex:
     """An index over ``embeddings`` (N, d) float32 rows; ``search`` returns row indices."""
 
-    def __init__(self, embeddings: np.ndarray, backend: str = "hnswlib", m: int = 16,
-                 ef_construction: int = 100, ef_search: int = 64, threads: int = 2) -> None:
+    def __init__(self, embeddings: np.ndarray, backend: str = "usearch", m: int = 32,
+                 ef_construction: int = 96, ef_search: int = 160, threads: int = 2) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"ANN backend {backend!r}: one of {', '.join(BACKENDS)}")
         self.backend = backend
@@ -68,6 +69,7 @@ class ItemIndex:
             self._index.hnsw.efSearch = max(self.ef_search, k)  # type: ignore[attr-defined]
             _, ids = self._index.search(q, k)  # type: ignore[attr-defined]
         else:
+            self._index.expansion_search = max(self.ef_search, k)  # type: ignore[attr-defined]
             res = self._index.search(q, k, threads=self.threads)  # type: ignore[attr-defined]
             ids = np.asarray(res.keys, dtype=np.int64).reshape(len(q), k)
         ids = np.maximum(ids, 0)

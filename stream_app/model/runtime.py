@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from stream_app.model.ann import ItemIndex
 from stream_app.model.artifact import (
     CATEGORIES_FILE,
     CHUNK_FILE,
@@ -195,7 +196,9 @@ class ModelRuntime:
 
     def __init__(self, art_dir: str | os.PathLike[str], window_length: int | None = None,
                  threads: int = 2, provider: str | None = None, cache_users: int = 10_000,
-                 ann_threshold: int = ANN_THRESHOLD) -> None:
+                 ann_threshold: int = ANN_THRESHOLD, ann: ItemIndex | None = None) -> None:
+        """``ann``: an index already built over this artifact's item embeddings (benchmarks, tests);
+        else one is built at load time when the catalog has more than ``ann_threshold`` items."""
         import onnxruntime as ort
 
         self.path = Path(art_dir)
@@ -231,11 +234,13 @@ class ModelRuntime:
         self._item_ids = np.array(self.items.ids, dtype=object)
         self.pool = KVPool(self.n_layers, int(m["n_heads"]), self.spec.window_length,
                            self.d_model // int(m["n_heads"]), max_slots=max(cache_users, 1))
-        self.ann = None
-        if len(self.items) - 2 > ann_threshold:
-            from stream_app.model.ann import ItemIndex
-
+        self.ann = ann
+        if self.ann is None and len(self.items) - 2 > ann_threshold:
             self.ann = ItemIndex(np.load(self.path / EMBEDDINGS_FILE)[2:], threads=threads)
+        if self.ann is not None:
+            if self.ann.size != len(self.items) - 2:
+                raise ArtifactError(f"model artifact {self.path}: the ANN index has {self.ann.size} items, "
+                                    f"the vocabulary {len(self.items) - 2}")
             self.top_k_max = max(self.top_k_max, 100)
         self.calls = 0  # chunk.onnx runs, for the tests and benchmarks
         self._past_buf: list[np.ndarray] = []
