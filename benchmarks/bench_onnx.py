@@ -65,7 +65,7 @@ def graph_table(rt, art: Path, args: argparse.Namespace) -> None:  # noqa: ANN00
     L = rt.spec.window_length
     rng = np.random.default_rng(0)
     print("| batch | full window: windows/s | one-event step: updates/s | step speed-up "
-          "| chunk.onnx + items.onnx, 1 event: updates/s | speed-up |")
+          "| chunk.onnx + items.onnx (k=20), 1 event: updates/s | speed-up |")
     print("|---|---|---|---|---|---|")
     for B in BATCHES:
         feats = {"item": rng.integers(2, len(rt.items), (B, L)),
@@ -83,7 +83,7 @@ def graph_table(rt, art: Path, args: argparse.Namespace) -> None:  # noqa: ANN00
             "context_category": feats["category"]}
         chunk_feeds |= {f"past_{kind}_{i}": np.ascontiguousarray(kv[:, i, j])
                         for i in range(rt.n_layers) for j, kind in enumerate(("key", "value"))}
-        items_feeds = {"context_item": feats["item"], "length": np.full(B, L, np.int64)}
+        items_feeds = {"k": np.array([20]), "context_item": feats["item"], "length": np.full(B, L, np.int64)}
 
         def chunk_call(f: dict = chunk_feeds, it: dict = items_feeds) -> None:
             vec = rt.chunk_session.run(None, f)[2][:, 0]
