@@ -13,7 +13,9 @@ state at the newest position is the user interest vector ``h``. From it:
   buckets read as numbers (log scales: the recency/frequency signal, monotone, so it survives the shift
   between a short training period and later ones) plus an MLP on ``h``.
 
-:class:`WindowGraph` and :class:`StepGraph` are the two exported computations.
+:class:`WindowGraph` and :class:`StepGraph` are exported for the offline parity checks; the worker serves
+:class:`ChunkGraph` (any number of new events per user on the cache) and :class:`ItemsGraph` (exact item
+top-K from the user vectors).
 """
 
 from __future__ import annotations
@@ -101,6 +103,20 @@ class Block(nn.Module):
         values = torch.cat([past_v, v], dim=2)
         w = torch.softmax(q @ keys.transpose(-1, -2) / math.sqrt(self.dk) + mask, dim=-1)
         return self._finish(x, w @ values), k, v
+
+    def chunk(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, past_valid: torch.Tensor,
+              causal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``T`` new positions ``x`` (B, T, d) attending to the cache (B, H, P, dk) where ``past_valid``
+        (B, 1, 1, P) and, causally, to each other. The cache is only read (no concatenation): the
+        scores against it and against the chunk are softmaxed together."""
+        q, k, v = self._split(self.ln1(x))
+        scale = 1.0 / math.sqrt(self.dk)
+        s_past = torch.where(past_valid, (q @ past_k.transpose(-1, -2)) * scale, NEG)
+        s_new = (q @ k.transpose(-1, -2)) * scale + causal
+        w = torch.softmax(torch.cat([s_past, s_new], dim=-1), dim=-1)
+        P = past_k.shape[2]
+        att = w[..., :P] @ past_v + w[..., P:] @ v
+        return self._finish(x, att), k, v
 
 
 class CopyMixture(nn.Module):
@@ -267,6 +283,25 @@ class InterestModel(nn.Module):
             new.append(torch.stack([k[:, :, 0], v[:, :, 0]], dim=1))
         return self.final_norm(x)[:, 0], torch.stack(new, dim=1)
 
+    def chunk(self, f: dict[str, torch.Tensor], start: torch.Tensor, past: list[torch.Tensor]
+              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Hidden states (B, T, d) of ``T`` new events at positions ``start + t`` given the cached
+        keys/values of positions ``< start`` (``past``: per layer a key and a value (B, H, P, dk), P >= the
+        largest start, P = 0 when every start is 0: a full context); returns them and the chunk's keys and
+        values, per layer (B, H, T, dk)."""
+        T = f["item"].shape[1]
+        offs = torch.arange(T, device=start.device)
+        pos = (start.unsqueeze(1) + offs.unsqueeze(0)).clamp(max=self.cfg.window_length - 1)
+        x = self.embed(f, pos)
+        slots = torch.arange(past[0].shape[2], device=start.device)
+        past_valid = (slots.unsqueeze(0) < start.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, P)
+        causal = self.causal_mask[:T, :T]
+        new: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.chunk(x, past[2 * i], past[2 * i + 1], past_valid, causal)
+            new += [k, v]
+        return self.final_norm(x), new
+
     def item_probs(self, h: torch.Tensor, items: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         return self.item_head.distribution(h, items, length, self.item_emb.weight, self.item_block)
 
@@ -339,6 +374,95 @@ class StepGraph(_Outputs):
         return (*self.heads(h, context_item, context_category, position + 1, f), new_kv)
 
 
+class ChunkGraph(nn.Module):
+    """Several new events per user appended to the cached keys/values as one causal chunk (exact, like
+    the one-event step; ``start = 0`` with an empty cache is the full context). Inputs: the chunk's
+    features (B, T), ``start`` (B,) the position of its first event, ``answer_at`` (B, R) the chunk
+    offsets to answer at, the context's category indices (B, L) as of the chunk's newest event (copy
+    head), per layer ``past_key_i`` / ``past_value_i`` (B, H, P, dk). Outputs at each answer
+    position: ``category_probs`` (B, R, C), ``churn_prob`` (B, R), ``user_vector`` (B, R, d), and the
+    chunk's keys/values ``new_key_i`` / ``new_value_i`` (B, H, T, dk). The item ranking is a separate
+    graph (:class:`ItemsGraph`) on the user vectors, or an ANN index for large catalogs."""
+
+    def __init__(self, model: InterestModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item: torch.Tensor, category: torch.Tensor, type: torch.Tensor, gap: torch.Tensor,
+                hour: torch.Tensor, count: torch.Tensor, age: torch.Tensor, pace: torch.Tensor,
+                start: torch.Tensor, answer_at: torch.Tensor, context_category: torch.Tensor,
+                *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f = dict(zip(FEATURE_NAMES, (item, category, type, gap, hour, count, age, pace), strict=True))
+        hidden, new = self.model.chunk(f, start, list(past))
+        B, R = answer_at.shape
+        d = hidden.shape[-1]
+        h = torch.gather(hidden, 1, answer_at.unsqueeze(-1).expand(B, R, d)).reshape(B * R, d)
+        position = (start.unsqueeze(1) + answer_at).reshape(B * R)
+        last = {k: f[k].gather(1, answer_at).reshape(B * R) for k in CHURN_FEATURES}
+        L = context_category.shape[1]
+        cats = context_category.unsqueeze(1).expand(B, R, L).reshape(B * R, L)
+        categories = self.model.category_probs(h, cats, position + 1)
+        churn = torch.sigmoid(self.model.churn_logit(h, last, position))
+        return (categories.reshape(B, R, -1), churn.reshape(B, R), h.reshape(B, R, d), *new)
+
+
+class ItemsGraph(nn.Module):
+    """Exact top-K of the item head for users with vectors ``user_vector`` (N, d), contexts
+    ``context_item`` (N, L) of the given ``length`` (N,): scores over the whole catalog."""
+
+    def __init__(self, model: InterestModel, top_k: int) -> None:
+        super().__init__()
+        self.model, self.top_k = model, top_k
+
+    def forward(self, user_vector: torch.Tensor, context_item: torch.Tensor, length: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top-K of ``ranking_scores(item_probs(...))`` without materialising the mixture over the
+        catalog: items outside the context rank by their generator logit alone, so the top-K is among
+        the K best logits outside the context and the context's items; only those candidates are scored
+        exactly (log of the mixture, normaliser by logsumexp). The export makes K an input (``k``)."""
+        head, table, block = self.model.item_head, self.model.item_emb.weight, self.model.item_block
+        if head.distinct is not None:  # rank terms change the generator per context: score everything
+            scores = ranking_scores(self.model.item_probs(user_vector, context_item, length))
+            top_scores, top_items = torch.topk(scores, self.top_k, dim=-1)
+            return top_scores, top_items
+        h, ids = user_vector, context_item
+        L = ids.shape[1]
+        log_gen = torch.log_softmax(h @ table.T + block, dim=-1)  # (N, items), one fused kernel
+        j = torch.arange(L, device=ids.device).unsqueeze(0)
+        valid = (j < length.unsqueeze(1)) & (ids > 1)  # (N, L)
+        rel = (length.unsqueeze(1) - 1 - j).unsqueeze(1)
+        w = head._attention(h.unsqueeze(1), table[ids], rel, valid.unsqueeze(1)).squeeze(1)  # (N, L)
+        g = torch.sigmoid(head.gate(h))  # (N, 1)
+        # items outside the context: the best generator scores once the context's items are masked
+        outside = log_gen.scatter(1, torch.where(valid, ids, 0), NEG)
+        cand_log, cand = torch.topk(outside, self.top_k, dim=-1)
+        gen_scores = torch.log((1 - g) * torch.exp(cand_log) + 1e-12)
+        gen_scores = torch.where(cand > 1, gen_scores, NEG)
+        # context items: each once (at its newest valid occurrence), copy mass summed over occurrences
+        same = ((ids.unsqueeze(2) == ids.unsqueeze(1)) & valid.unsqueeze(1)).to(w.dtype)  # (N, L, L)
+        copy = (same @ w.unsqueeze(-1)).squeeze(-1)
+        later = (j.unsqueeze(0) > j.unsqueeze(2)).to(w.dtype)  # (1, L, L): j' > j
+        newer = (same * later).sum(-1) > 0  # a later valid occurrence of the same item exists
+        ctx_log = torch.gather(log_gen, 1, ids)
+        ctx_scores = torch.log(g * copy + (1 - g) * torch.exp(ctx_log) + 1e-12)
+        ctx_scores = torch.where(valid & ~newer, ctx_scores, NEG)
+        scores = torch.cat([gen_scores, ctx_scores], dim=1)
+        top_scores, at = torch.topk(scores, self.top_k, dim=-1)
+        top_items = torch.gather(torch.cat([cand, ids], dim=1), 1, at)
+        return top_scores, top_items
+
+
 OUTPUT_NAMES = ("top_scores", "top_items", "category_probs", "churn_prob", "user_vector")
 WINDOW_INPUTS = (*FEATURE_NAMES, "length")
 STEP_INPUTS = (*FEATURE_NAMES, "position", "past_kv", "context_item", "context_category")
+CHUNK_OUTPUTS = ("category_probs", "churn_prob", "user_vector")
+ITEMS_INPUTS = ("user_vector", "context_item", "length")
+
+
+def chunk_inputs(n_layers: int) -> tuple[str, ...]:
+    return (*FEATURE_NAMES, "start", "answer_at", "context_category",
+            *(f"past_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")))
+
+
+def chunk_new_kv(n_layers: int) -> tuple[str, ...]:
+    return tuple(f"new_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value"))

@@ -11,12 +11,18 @@ import numpy as np
 from export.artifact import load_model, write_artifact
 from export.evaluate import churn_note, evaluate
 from export.model import InterestModel
-from export.onnx_export import export_onnx, step_parity, top_k_of, window_parity
+from export.onnx_export import chunk_parity, export_onnx, step_parity, top_k_of, window_parity
 from export.prepare import PreparedData, prepare
 from export.report import write_report
 from export.splits import TEST, SplitSpec
 from export.train import TrainConfig, TrainResult, train_model
-from stream_app.model.artifact import CATEGORIES_FILE, ITEMS_FILE, read_metadata, write_metadata
+from stream_app.model.artifact import (
+    CATEGORIES_FILE,
+    ITEMS_FILE,
+    SCHEMA_VERSION,
+    read_metadata,
+    write_metadata,
+)
 from stream_app.model.features import FeatureSpec, Vocab, encode_windows, is_incremental
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,7 @@ def export_and_check(model: InterestModel, art_dir: Path, data: PreparedData) ->
     full, before, after = parity_windows(data)
     parity = {"window_onnx_vs_torch": window_parity(model, art_dir, full, top_k)}
     parity.update(step_parity(model, art_dir, before, after, top_k))
+    parity.update(chunk_parity(model, art_dir, full, top_k))
     log.info("ONNX parity: %s", parity)
     bad = {k: v for k, v in parity.items() if not v <= 1e-4}
     if bad:
@@ -129,6 +136,7 @@ def run_export(art_dir: Path, data_path: Path | None = None) -> dict[str, float]
     """Re-export the ONNX graphs of an artifact's weights and check parity on real windows."""
     meta, data = _artifact_data(art_dir, data_path)
     parity = export_and_check(load_model(art_dir), art_dir, data)
+    meta["schema_version"] = SCHEMA_VERSION  # an older artifact now has every file this version serves
     meta.setdefault("metrics", {})["parity"] = parity
     write_metadata(art_dir, meta)
     return parity

@@ -1,7 +1,10 @@
 """The model artifact directory: its file names, format version and the check that this code can
 serve it. The one definition both sides use: ``export/`` writes artifacts, the runtime loads them.
 
-``<dir>/window.onnx``, ``step.onnx`` (the served graphs), ``items.json``, ``categories.json``
+``<dir>/chunk.onnx`` (any number of new events per user appended to the cached keys/values; a full
+context is the chunk from position 0), ``items.onnx`` (exact item top-K from the user vectors) and
+``item_embeddings.npy`` (the item table, rows of an ANN index for large catalogs) are served;
+``window.onnx`` and ``step.onnx`` are the offline parity references; ``items.json``, ``categories.json``
 (vocabularies: the id of index ``i + 2``; 0 and 1 are PAD and UNKNOWN), ``model.pt`` (PyTorch
 weights and config, for re-export and evaluation; not needed to serve) and ``metadata.json``.
 """
@@ -15,16 +18,17 @@ from typing import Any
 from stream_app.core.events import EVENT_TYPES
 from stream_app.model.features import FeatureSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: chunk.onnx, items.onnx and item_embeddings.npy (served); 1 had window/step only
 METADATA_FILE = "metadata.json"
 ITEMS_FILE = "items.json"
 CATEGORIES_FILE = "categories.json"
 WINDOW_FILE = "window.onnx"
 STEP_FILE = "step.onnx"
+CHUNK_FILE = "chunk.onnx"
+ITEMS_GRAPH_FILE = "items.onnx"
+EMBEDDINGS_FILE = "item_embeddings.npy"
 WEIGHTS_FILE = "model.pt"
-REQUIRED_FILES = (METADATA_FILE, ITEMS_FILE, CATEGORIES_FILE, WINDOW_FILE, STEP_FILE)
-CUDA_LIBRARIES = ("libcudart.so.13", "libcublas.so.13", "libcudnn.so.9")
-
+REQUIRED_FILES = (METADATA_FILE, ITEMS_FILE, CATEGORIES_FILE, CHUNK_FILE, ITEMS_GRAPH_FILE, EMBEDDINGS_FILE)
 
 
 class ArtifactError(RuntimeError):
@@ -35,17 +39,23 @@ def check_artifact(art_dir: Path, window_length: int | None = None) -> dict[str,
     """Metadata of a servable artifact, or :class:`ArtifactError` saying what is wrong."""
     if not art_dir.is_dir():
         raise ArtifactError(f"model artifact {art_dir} is not a directory")
-    missing = [f for f in REQUIRED_FILES if not (art_dir / f).exists()]
-    if missing:
-        raise ArtifactError(f"model artifact {art_dir} lacks {', '.join(missing)}")
+    if not (art_dir / METADATA_FILE).exists():
+        raise ArtifactError(f"model artifact {art_dir} lacks {METADATA_FILE}")
     try:
         meta = json.loads((art_dir / METADATA_FILE).read_text())
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{art_dir / METADATA_FILE} is not valid JSON: {exc}") from exc
     version = meta.get("schema_version")
+    if version == 1:
+        raise ArtifactError(f"model artifact {art_dir} has schema version 1 (window/step graphs only); this "
+                            f"tracker serves version {SCHEMA_VERSION} (chunk.onnx, items.onnx, "
+                            f"item_embeddings.npy): re-export it with `interest-tracker export {art_dir}`")
     if version != SCHEMA_VERSION:
         raise ArtifactError(f"model artifact {art_dir} has schema version {version}; this tracker serves "
                             f"version {SCHEMA_VERSION} only (re-export the model with this version)")
+    missing = [f for f in REQUIRED_FILES if not (art_dir / f).exists()]
+    if missing:
+        raise ArtifactError(f"model artifact {art_dir} lacks {', '.join(missing)}")
     want = FeatureSpec(window_length=int(meta.get("window_length", 0)) or 1).to_dict()
     got = meta.get("feature_spec")
     if got != want:

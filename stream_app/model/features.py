@@ -187,6 +187,35 @@ def encode_windows(
     return EncodedWindows(out, lengths)
 
 
+def encode_appended(ctx_ts: np.ndarray, start: np.ndarray, n_new: np.ndarray, types: np.ndarray,
+                    n_events: np.ndarray, first_ts: np.ndarray, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """The time and count features of events appended to cached contexts, vectorised over a batch and
+    equal to what :func:`encode_windows` gives for the same positions: row ``b``'s context times are
+    ``ctx_ts[b]`` (B, L) with the new events at positions ``start[b] .. start[b] + n_new[b] - 1``;
+    ``types`` (B, T) their type codes, ``n_events[b]`` the user's event count at the newest of them,
+    ``first_ts[b]`` the time of the user's first event. Columns past ``n_new[b]`` repeat the last event.
+    Returns (B, T) arrays for type, gap, hour, count, age and pace."""
+    T = types.shape[1]
+    t = np.minimum(np.arange(T)[None, :], (n_new - 1)[:, None])
+    pos = start[:, None] + t
+    ts = np.take_along_axis(ctx_ts, pos, 1)
+    prev = np.take_along_axis(ctx_ts, np.maximum(pos - 1, 0), 1)
+    gap = np.where(pos == 0, CONTEXT_START, gap_bucket(ts - prev, spec))
+    first = np.maximum(pos - spec.pace_events, 0)
+    n_gaps = np.maximum(pos - first, 1)
+    mean_s = np.maximum(ts - np.take_along_axis(ctx_ts, first, 1), 0) / 1000.0 / n_gaps
+    pace = np.where(pos == 0, CONTEXT_START, log2_bucket(1.0 + mean_s, 2, 4, spec.pace_buckets))
+    m = (n_events - (n_new - 1))[:, None] + t  # the user's event count at each new event
+    return {
+        "type": np.take_along_axis(types, t, 1) + 1,
+        "gap": gap.astype(np.int64),
+        "hour": (ts // 3_600_000) % 24 + 1,
+        "count": log2_bucket(m, 1, 4, spec.count_buckets),
+        "age": log2_bucket(1.0 + np.maximum(ts - first_ts[:, None], 0) / 1000.0, 1, 4, spec.age_buckets),
+        "pace": pace.astype(np.int64),
+    }
+
+
 def encode_window(window: Sequence[WindowEvent], items: Vocab, categories: Vocab, spec: FeatureSpec,
                   n_events: int | None = None, first_ts: int | None = None) -> EncodedWindows:
     """One user's window (a batch of one)."""

@@ -1,15 +1,18 @@
 """Serving the attention model: load an artifact, answer for many users per micro-batch.
 
 numpy + onnxruntime only. The worker keeps, per user, the event window (oldest first), the user's
-total event count and, optionally, the :class:`KVCache` returned by the previous call. :meth:`
-ModelRuntime.update` then runs the cheap one-event step for users whose cache matches (their context
-grew by exactly the newest event, see :mod:`stream_app.model.features`) and the full window for the rest;
-both give the same answer (tested to 1e-4).
+total event count and, optionally, the :class:`KVCache` handle returned by the previous call. :meth:`
+ModelRuntime.update_chunks` appends each user's new events (one or several) to the cached keys/values
+as one causal chunk when the handle matches (the context grew by exactly those events, see
+:mod:`stream_app.model.features`) and recomputes the whole context for the rest, answering at every new
+event; all give the same answer (tested to 1e-4). Keys/values live in one preallocated pool per runtime
+(:class:`KVPool`), a handle is a slot in it: no per-user arrays are stacked or copied around.
+Items are ranked exactly by ``items.onnx`` for catalogs up to ``ANN_THRESHOLD`` items, above it from the
+user vectors by an ANN index over the item embeddings (:mod:`stream_app.model.ann`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 from collections.abc import Sequence
@@ -19,67 +22,73 @@ from typing import Any
 
 import numpy as np
 
+from stream_app.model.ann import ItemIndex
 from stream_app.model.artifact import (
     CATEGORIES_FILE,
+    CHUNK_FILE,
+    EMBEDDINGS_FILE,
     ITEMS_FILE,
-    STEP_FILE,
-    WINDOW_FILE,
+    ITEMS_GRAPH_FILE,
     ArtifactError,
     check_artifact,
 )
 from stream_app.model.features import (
     FEATURE_NAMES,
+    UNKNOWN,
     FeatureSpec,
     Vocab,
     WindowEvent,
+    context_length,
+    encode_appended,
     encode_windows,
     is_incremental,
 )
+from stream_app.model.kv_cache import KVCache, KVPool
+from stream_app.model.providers import cuda_usable
 
 log = logging.getLogger(__name__)
-CUDA_LIBRARIES = ("libcudart.so.13", "libcublas.so.13", "libcudnn.so.9")
 
-@dataclass
-class KVCache:
-    """A user's cached keys/values after ``n_events`` events whose newest was ``last_event``."""
-
-    n_events: int
-    last_event: WindowEvent
-    kv: np.ndarray  # (layers, 2, heads, L, d_head) float32
+CHUNK_BUCKETS = (1, 4)  # cached rows are run in groups of chunk lengths 1, 2..4 and 5..L (bounded padding)
+ANN_THRESHOLD = 50_000  # items above which the ranking uses the ANN index (see docs/model.md)
 
 
 @dataclass
 class Predictions:
-    """Answers for a batch of users, in input order."""
+    """Answers in input order: one row per answered event (``update``: one per user)."""
 
     top_items: list[list[tuple[str, float]]]  # best first, (item id, score)
-    category_probs: np.ndarray  # (B, n_categories): next-category interest; column i = categories[i]
-    churn: np.ndarray  # (B,) P(no event within the horizon H after the newest event)
-    user_vectors: np.ndarray  # (B, d)
-    caches: list[KVCache | None]  # pass back to the next update() of each user
-    stepped: np.ndarray  # (B,) bool: answered by the one-event step (else the full window)
+    category_probs: np.ndarray  # (A, n_categories): next-category interest; column i = categories[i]
+    churn: np.ndarray  # (A,) P(no event within the horizon H after the event)
+    user_vectors: np.ndarray  # (A, d)
+    caches: list[KVCache | None]  # per user: pass back to the next update of that user
+    stepped: np.ndarray  # (A,) bool: answered from the cached keys/values (else a full recompute)
+    user: np.ndarray  # (A,) the input index of each row's user
 
 
-def cuda_usable() -> bool:
-    """True only when onnxruntime has the CUDA provider *and* a GPU and the CUDA 13 libraries are
-    present (onnxruntime-gpu logs errors when asked for CUDA without them)."""
-    import onnxruntime as ort
+@dataclass
+class _Row:
+    """One model row: a user's context after ``events`` new events, the first ``start`` positions
+    from the cache (0: the whole context)."""
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers() or not Path("/dev/nvidiactl").exists():
-        return False
-    try:
-        for lib in CUDA_LIBRARIES:
-            ctypes.CDLL(lib)
-    except OSError:
-        return False
-    return True
+    entry: int
+    context: Sequence[WindowEvent]
+    n: int  # the user's event count at the context's newest event
+    first_ts: int
+    start: int
+    answers: list[int]  # context positions to answer at
+    handle: KVCache | None  # cache the row extends (start > 0)
+    keep: bool  # the row's keys/values become the user's cache
+    slot: int = -1
 
 
 class ModelRuntime:
     """An artifact loaded into ONNX Runtime sessions."""
 
     def __init__(self, art_dir: str | os.PathLike[str], window_length: int | None = None,
-                 threads: int = 2, provider: str | None = None) -> None:
+                 threads: int = 2, provider: str | None = None, cache_users: int = 10_000,
+                 ann_threshold: int = ANN_THRESHOLD, ann: ItemIndex | None = None) -> None:
+        """``ann``: an index already built over this artifact's item embeddings (benchmarks, tests);
+        else one is built at load time when the catalog has more than ``ann_threshold`` items."""
         import onnxruntime as ort
 
         self.path = Path(art_dir)
@@ -96,79 +105,276 @@ class ModelRuntime:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         try:
-            self.window = ort.InferenceSession(str(self.path / WINDOW_FILE), opts, providers=[provider])
-            self.step_session = ort.InferenceSession(str(self.path / STEP_FILE), opts, providers=[provider])
+            self.chunk_session = ort.InferenceSession(str(self.path / CHUNK_FILE), opts, providers=[provider])
+            self.items_session = ort.InferenceSession(str(self.path / ITEMS_GRAPH_FILE), opts,
+                                                      providers=[provider])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ArtifactError(f"model artifact {self.path}: ONNX Runtime cannot load it: {exc}") from exc
-        want = {*FEATURE_NAMES, "length"}
-        got = {i.name for i in self.window.get_inputs()}
+        m = self.metadata["model"]
+        self.n_layers, self.d_model = int(m["n_layers"]), int(m["d_model"])
+        past = [f"past_{kind}_{i}" for i in range(self.n_layers) for kind in ("key", "value")]
+        want = {*FEATURE_NAMES, "start", "answer_at", "context_category", *past}
+        got = {i.name for i in self.chunk_session.get_inputs()}
         if got != want:
-            raise ArtifactError(f"model artifact {self.path}: window.onnx inputs {sorted(got)}, expected "
+            raise ArtifactError(f"model artifact {self.path}: chunk.onnx inputs {sorted(got)}, expected "
                                 f"{sorted(want)}")
-        self.provider = self.window.get_providers()[0]
-        self.top_k_max = int(self.metadata["top_k"])  # items the graphs return per user
-        log.info("model %s loaded from %s on %s", self.version, self.path, self.provider)
+        self._past_names = past
+        self.provider = self.chunk_session.get_providers()[0]
+        self.top_k_max = int(self.metadata["top_k"])  # items the exact graph returns per answer
+        self._item_ids = np.array(self.items.ids, dtype=object)
+        self.pool = KVPool(self.n_layers, int(m["n_heads"]), self.spec.window_length,
+                           self.d_model // int(m["n_heads"]), max_slots=max(cache_users, 1))
+        self.ann = ann
+        if self.ann is None and len(self.items) - 2 > ann_threshold:
+            self.ann = ItemIndex(np.load(self.path / EMBEDDINGS_FILE)[2:], threads=threads)
+        if self.ann is not None:
+            if self.ann.size != len(self.items) - 2:
+                raise ArtifactError(f"model artifact {self.path}: the ANN index has {self.ann.size} items, "
+                                    f"the vocabulary {len(self.items) - 2}")
+            self.top_k_max = max(self.top_k_max, 100)
+        self.calls = 0  # chunk.onnx runs, for the tests and benchmarks
+        self._past_buf: list[np.ndarray] = []
+        log.info("model %s loaded from %s on %s (%s ranking)", self.version, self.path, self.provider,
+                 "ANN" if self.ann is not None else "exact")
 
     def update(self, windows: Sequence[Sequence[WindowEvent]], n_events: Sequence[int] | None = None,
                caches: Sequence[KVCache | None] | None = None, k: int = 10, exclude_seen: bool = False,
                first_ts: Sequence[int] | None = None) -> Predictions:
-        """Answers for each user after their newest event. ``windows[b]`` must hold at least the
-        user's context (the last ``L`` events are always enough); ``n_events[b]`` is the user's total
-        event count (defaults to the window length), ``first_ts[b]`` the time of the user's first event
-        (defaults to the window's first event: right only while the window holds the whole history);
-        ``caches[b]`` the cache from the previous call,
-        used when it is exactly one event behind. ``exclude_seen`` drops items of the window from the
-        top ``k``."""
+        """Answers for each user after their newest event (one row per user). ``windows[b]`` must hold at
+        least the user's context (the last ``L`` events are always enough); ``n_events[b]`` is the user's
+        total event count (defaults to the window length), ``first_ts[b]`` the time of the user's first
+        event (defaults to the window's first event: right only while the window holds the whole
+        history); ``caches[b]`` the handle from the previous call, used when it is exactly one event
+        behind. ``exclude_seen`` drops items of the window from the top ``k``."""
+        return self.update_chunks(windows, n_events, caches, None, k, exclude_seen, first_ts)
+
+    def update_chunks(self, windows: Sequence[Sequence[WindowEvent]], n_events: Sequence[int] | None = None,
+                      caches: Sequence[KVCache | None] | None = None, answers: Sequence[int] | None = None,
+                      k: int = 10, exclude_seen: bool = False, first_ts: Sequence[int] | None = None
+                      ) -> Predictions:
+        """Like :meth:`update`, answering at each of the ``answers[b]`` newest events of user ``b`` (rows
+        ordered by user, then event). Events that extend the cached context are appended to it as one
+        causal chunk; a reset of the context among them starts a full recompute from there. The window
+        must hold the context of every answered event (raises ``ValueError`` otherwise)."""
         B = len(windows)
         counts = [len(w) for w in windows] if n_events is None else list(n_events)
-        caches = list(caches) if caches is not None else [None] * B
-        k = min(k, self.top_k_max)
-        enc = encode_windows(windows, self.items, self.categories, self.spec, counts, first_ts)
-        stepped = np.array([
-            c is not None and c.n_events == n - 1 and is_incremental(n, self.spec.window_length)
-            and len(w) >= 2 and tuple(w[-2]) == tuple(c.last_event)
-            for w, n, c in zip(windows, counts, caches, strict=True)
-        ], bool)
-        d = int(self.metadata["model"]["d_model"])
-        top_scores = np.zeros((B, self.top_k_max), np.float32)
-        top_ids = np.zeros((B, self.top_k_max), np.int64)
-        cats = np.zeros((B, len(self.categories)), np.float32)
-        churn = np.zeros(B, np.float32)
-        vectors = np.zeros((B, d), np.float32)
-        kv_out: list[np.ndarray | None] = [None] * B
-        full = np.nonzero(~stepped & (enc.lengths > 0))[0]
-        if len(full):
-            feeds = {n: enc.features[n][full] for n in FEATURE_NAMES} | {"length": enc.lengths[full]}
-            ts, ti, cp, ch, uv, kv = self.window.run(None, feeds)
-            top_scores[full], top_ids[full], cats[full], churn[full], vectors[full] = ts, ti, cp, ch, uv
-            for j, bi in enumerate(full.tolist()):
-                kv_out[bi] = kv[j]
-        inc = np.nonzero(stepped)[0]
-        if len(inc):
-            last = enc.at_last()
-            position = enc.lengths[inc] - 1
-            past = np.stack([caches[i].kv for i in inc.tolist()])  # type: ignore[union-attr]
-            feeds = {n: last[n][inc] for n in FEATURE_NAMES} | {
-                "position": position, "past_kv": past, "context_item": enc.features["item"][inc],
-                "context_category": enc.features["category"][inc]}
-            ts, ti, cp, ch, uv, new = self.step_session.run(None, feeds)
-            top_scores[inc], top_ids[inc], cats[inc], churn[inc], vectors[inc] = ts, ti, cp, ch, uv
-            past[np.arange(len(inc)), :, :, :, position] = new
-            for j, bi in enumerate(inc.tolist()):
-                kv_out[bi] = past[j]
+        handles: list[KVCache | None] = list(caches) if caches is not None else [None] * B
+        if first_ts is None and any(n > len(w) for n, w in zip(counts, windows, strict=True)):
+            raise ValueError("a user has more events than the window holds: pass first_ts (the time of "
+                             "the user's first event)")
+        firsts = [w[0][3] if w else 0 for w in windows] if first_ts is None else list(first_ts)
+        wanted = [1] * B if answers is None else list(answers)
+        L = self.spec.window_length
+        rows = self._rows(windows, counts, handles, wanted, firsts, L)
+        A = sum(len(r.answers) for r in rows)
+        C = len(self.categories)
+        cats = np.zeros((A, C), np.float32)
+        churn = np.zeros(A, np.float32)
+        vectors = np.zeros((A, self.d_model), np.float32)
+        stepped = np.zeros(A, bool)
+        user = np.zeros(A, np.int64)
+        length = np.zeros(A, np.int64)
+        ctx_items = np.zeros((A, L), np.int64)
+        base = np.cumsum([0] + [len(r.answers) for r in rows])
+        self._assign_slots(rows)
+        cached = [i for i, r in enumerate(rows) if r.start > 0]
+        full = [i for i, r in enumerate(rows) if r.start == 0]
+        groups = [[i for i in cached if len(rows[i].context) - rows[i].start == 1],
+                  [i for i in cached if 1 < len(rows[i].context) - rows[i].start <= CHUNK_BUCKETS[1]],
+                  [i for i in cached if len(rows[i].context) - rows[i].start > CHUNK_BUCKETS[1]], full]
+        for group in groups:
+            if group:
+                self._run([rows[i] for i in group], [int(base[i]) for i in group], cats, churn, vectors,
+                          stepped, user, length, ctx_items)
+        caches_out: list[KVCache | None] = [None] * B
+        for r in rows:
+            if r.keep and r.slot >= 0:
+                caches_out[r.entry] = KVCache(r.n, tuple(r.context[-1]), r.slot,  # type: ignore[arg-type]
+                                              int(self.pool.epoch[r.slot]), len(r.context))
+        top = self._top_items(vectors, ctx_items, length, min(k, self.top_k_max), windows, user, exclude_seen)
+        return Predictions(top, cats, churn, vectors, caches_out, stepped, user)
+
+    def _rows(self, windows: Sequence[Sequence[WindowEvent]], counts: list[int],
+              handles: list[KVCache | None], wanted: list[int], firsts: list[int], L: int) -> list[_Row]:
+        """Split each user's answered events into contexts (a reset starts a new one)."""
+        rows: list[_Row] = []
+        for b, w in enumerate(windows):
+            n, m = counts[b], wanted[b]
+            if n <= 0 or not w:
+                continue
+            segments: list[list[int]] = []
+            for e in range(n - m + 1, n + 1):
+                if e < 1:
+                    continue
+                if segments and is_incremental(e, L):
+                    segments[-1].append(e)
+                else:
+                    segments.append([e])
+            for si, seg in enumerate(segments):
+                e1 = seg[-1]
+                end = len(w) - (n - e1)
+                c = context_length(e1, L)
+                if end - c < 0:
+                    raise ValueError(f"window of {len(w)} events does not hold the context of event {e1} "
+                                     f"of a user with {n} events")
+                context = w[end - c:end]
+                start, h = 0, handles[b] if si == 0 else None
+                if (h is not None and is_incremental(seg[0], L) and h.n_events == seg[0] - 1
+                        and end - len(seg) - 1 >= 0 and tuple(w[end - len(seg) - 1]) == tuple(h.last_event)
+                        and h.length == c - len(seg) and self.pool.valid(h)):
+                    start = h.length
+                else:
+                    h = None
+                row = _Row(b, context, e1, firsts[b], start, [context_length(e, L) - 1 for e in seg], h,
+                           si == len(segments) - 1)
+                own = handles[b]
+                if h is None and row.keep and own is not None and self.pool.owns(own):
+                    row.slot = own.slot  # a full recompute reuses the user's slot
+                rows.append(row)
+        return rows
+
+    def _assign_slots(self, rows: list[_Row]) -> None:
+        """Cached rows extend their slot in place; full rows that are kept get one (their user's old
+        slot when it is still theirs, else a fresh or the least recently used one)."""
+        pool = self.pool
+        protect = {r.handle.slot for r in rows if r.handle is not None}
+        for r in rows:
+            if r.handle is not None:
+                r.slot = r.handle.slot
+        for r in rows:
+            if r.handle is None and r.slot >= 0:
+                if r.slot in protect:  # another row of this call extends or rewrites it
+                    r.slot = -1
+                else:
+                    pool.renew(r.slot)
+                    protect.add(r.slot)
+        need = [r for r in rows if r.handle is None and r.keep and r.slot < 0]
+        for r, s in zip(need, pool.allocate(len(need), protect), strict=True):
+            r.slot = s
+        pool.touch([r.slot for r in rows if r.slot >= 0])
+
+    def _run(self, rows: list[_Row], base: list[int], cats: np.ndarray, churn: np.ndarray,
+             vectors: np.ndarray, stepped: np.ndarray, user: np.ndarray, length: np.ndarray,
+             ctx_items: np.ndarray) -> None:
+        """One chunk.onnx call for rows of one kind (all cached or all full)."""
+        pool, L, G = self.pool, self.spec.window_length, len(rows)
+        start = np.array([r.start for r in rows], np.int64)
+        clen = np.array([len(r.context) for r in rows], np.int64)
+        n_new = clen - start
+        T = int(n_new.max())
+        R = max(len(r.answers) for r in rows)
+        answer_at = np.array([[a - r.start for a in r.answers]
+                              + [r.answers[-1] - r.start] * (R - len(r.answers)) for r in rows], np.int64)
+        slots = np.array([r.slot for r in rows], np.int64)
+        if start.max() == 0:  # full contexts: encode every event, nothing cached to read
+            enc = encode_windows([r.context for r in rows], self.items, self.categories, self.spec,
+                                 [r.n for r in rows], [r.first_ts for r in rows])
+            feeds: dict[str, np.ndarray] = {n: np.ascontiguousarray(enc.features[n][:, :T])
+                                            for n in FEATURE_NAMES}
+            ctx = {"item": enc.features["item"], "category": enc.features["category"],
+                   "ts": np.zeros((G, L), np.int64)}
+            for g, r in enumerate(rows):
+                ctx["ts"][g, :len(r.context)] = [e[3] for e in r.context]
+            past = [np.zeros((G, pool.heads, 0, pool.d_head), np.float32)] * len(self._past_names)
+        else:  # cached contexts: only the new events are encoded, their predecessors come from the pool
+            ctx = {k: v[slots] for k, v in pool.ctx.items()}
+            new_ev = [e for r in rows for e in r.context[r.start:]]  # flat, row by row
+            g_of = np.repeat(np.arange(G), n_new)
+            t_of = np.arange(len(new_ev)) - np.repeat(np.cumsum(n_new) - n_new, n_new)
+            lookup_i, lookup_c = self.items.index.get, self.categories.index.get
+            new_items = np.zeros((G, T), np.int64)
+            new_cats = np.zeros((G, T), np.int64)
+            types = np.zeros((G, T), np.int64)
+            new_items[g_of, t_of] = [lookup_i(e[0], UNKNOWN) for e in new_ev]
+            new_cats[g_of, t_of] = [UNKNOWN if e[1] is None else lookup_c(e[1], UNKNOWN) for e in new_ev]
+            types[g_of, t_of] = [e[2] for e in new_ev]
+            ctx["ts"][g_of, start[g_of] + t_of] = [e[3] for e in new_ev]
+            if types.min() < 0 or types.max() >= self.spec.n_types:
+                raise ValueError(f"event type code outside 0..{self.spec.n_types - 1}")
+            t = np.minimum(np.arange(T)[None, :], (n_new - 1)[:, None])
+            pos = start[:, None] + t
+            new_items = np.take_along_axis(new_items, t, 1)
+            new_cats = np.take_along_axis(new_cats, t, 1)
+            rows_idx = np.arange(G)[:, None]
+            ctx["item"][rows_idx, pos] = new_items
+            ctx["category"][rows_idx, pos] = new_cats
+            feeds = encode_appended(ctx["ts"], start, n_new, types, np.array([r.n for r in rows], np.int64),
+                                    np.array([r.first_ts for r in rows], np.int64), self.spec)
+            feeds |= {"item": new_items, "category": new_cats}
+            past = self._gather_past(slots)
+        feeds |= {"start": start, "answer_at": answer_at, "context_category": ctx["category"]}
+        feeds |= dict(zip(self._past_names, past, strict=True))
+        out = self.chunk_session.run(None, feeds)
+        self.calls += 1
+        # keys/values of the new positions into the pool (rows whose cache is kept)
+        keep = np.array([r.keep and r.slot >= 0 for r in rows])
+        if keep.any():
+            g_idx, t_idx = np.nonzero((np.arange(T)[None, :] < n_new[:, None]) & keep[:, None])
+            p_idx = start[g_idx] + t_idx
+            s_idx = slots[g_idx]
+            for a, new_kv in zip(pool.kv, out[3:], strict=True):
+                a[s_idx, :, p_idx] = new_kv[g_idx, :, t_idx]
+            kept = np.nonzero(keep)[0]
+            for key, arr in ctx.items():
+                pool.ctx[key][slots[kept]] = arr[kept]
+            pool.filled[slots[kept]] = clen[kept]
+        # answers
+        n_ans = np.array([len(r.answers) for r in rows])
+        g_of = np.repeat(np.arange(G), n_ans)
+        r_of = np.arange(len(g_of)) - np.repeat(np.cumsum(n_ans) - n_ans, n_ans)
+        a_of = np.asarray(base)[g_of] + r_of
+        cats[a_of] = out[0][g_of, r_of]
+        churn[a_of] = out[1][g_of, r_of]
+        vectors[a_of] = out[2][g_of, r_of]
+        stepped[a_of] = start[g_of] > 0
+        user[a_of] = np.array([r.entry for r in rows])[g_of]
+        length[a_of] = start[g_of] + answer_at[g_of, r_of] + 1
+        ctx_items[a_of] = ctx["item"][g_of]
+
+    def _gather_past(self, slots: np.ndarray) -> list[np.ndarray]:
+        """The rows' cached keys/values, one contiguous copy per layer and key/value into buffers kept
+        between calls (fresh arrays would cost page faults on every call)."""
+        G = len(slots)
+        if not self._past_buf or self._past_buf[0].shape[0] < G:
+            shape = (max(G, 64), self.pool.heads, self.pool.window_length, self.pool.d_head)
+            self._past_buf = [np.empty(shape, np.float32) for _ in self.pool.kv]
+        # mode="clip": with the default "raise" numpy buffers the output instead of writing it directly
+        return [np.take(a, slots, axis=0, out=buf[:G], mode="clip")
+                for a, buf in zip(self.pool.kv, self._past_buf, strict=True)]
+
+    def _top_items(self, vectors: np.ndarray, ctx_items: np.ndarray, length: np.ndarray, k: int,
+                   windows: Sequence[Sequence[WindowEvent]], user: np.ndarray, exclude_seen: bool
+                   ) -> list[list[tuple[str, float]]]:
+        A = len(vectors)
+        if A == 0:
+            return []
+        if self.ann is not None:
+            scores, ids = self.ann.search(vectors, self.top_k_max if exclude_seen else k)
+            ids = ids + 2
+        else:
+            want = min(self.top_k_max, k + self.spec.window_length if exclude_seen else k)
+            feeds = {"k": np.array([want], np.int64), "user_vector": vectors, "context_item": ctx_items,
+                     "length": length}
+            scores, ids = self.items_session.run(None, feeds)
+        if not exclude_seen:
+            names = self._item_ids[ids[:, :k]].tolist()
+            values = scores[:, :k].tolist()
+            return [list(zip(n, v, strict=True)) for n, v in zip(names, values, strict=True)]
         top: list[list[tuple[str, float]]] = []
-        for b in range(B):
-            seen = {e[0] for e in windows[b]} if exclude_seen else set()
-            row = [(self.items.ids[i], float(s)) for i, s in zip(top_ids[b], top_scores[b], strict=True)
-                   if i > 1 and self.items.ids[i] not in seen]
-            top.append(row[:k] if enc.lengths[b] > 0 else [])
-        new_caches = [
-            KVCache(counts[b], tuple(windows[b][-1]), kv_out[b]) if kv_out[b] is not None else None  # type: ignore[arg-type]
-            for b in range(B)
-        ]
-        return Predictions(top, cats, churn, vectors, new_caches, stepped)
+        names_all = self._item_ids[ids].tolist()
+        values_all = scores.tolist()
+        for a in range(A):
+            seen = {e[0] for e in windows[int(user[a])]}
+            row = [(i, s) for i, s in zip(names_all[a], values_all[a], strict=True) if i not in seen]
+            top.append(row[:k])
+        return top
 
     def top_categories(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
-        """The ``k`` strongest category interests of one user's distribution."""
-        order = np.argsort(-probs)
-        return [(self.categories.ids[i], float(probs[i])) for i in order if i > 1][:k]
+        """The ``k`` strongest category interests of one user's distribution (PAD and UNKNOWN never)."""
+        k = min(k, len(probs) - 2)
+        if k <= 0:
+            return []
+        real = probs[2:]
+        part = np.argpartition(-real, k - 1)[:k] if k < len(real) else np.arange(len(real))
+        best = part[np.argsort(-real[part], kind="stable")]
+        return [(self.categories.ids[i + 2], float(real[i])) for i in best]

@@ -1,10 +1,11 @@
 """Recommendations from the attention model inside the worker, one per applied event.
 
-Each micro-batch makes one model call per "round": round r holds the r-th applied event of every
-user in the batch, so a user with several events gets an answer after each of them, exactly as if
-the events had come one by one. Keys/values of each user's context are cached in memory (LRU) and
-fed back to the one-event step; the cache is derived state, not kept in the changelog: a user whose
-cache is missing (after a restart or a rebalance) is answered by the full window instead.
+Each micro-batch makes one runtime call for all its requests: a user's several new events are
+appended to the cached keys/values as one causal chunk and the model answers at each of them, exactly
+as if the events had come one by one (a bounded number of ONNX Runtime runs, whatever the number of
+events per user: :meth:`ModelRuntime.update_chunks`). Keys/values of each user's context are cached in
+memory (LRU handles into the runtime's pool); the cache is derived state, not kept in the changelog: a
+user whose cache is missing (after a restart or a rebalance) is answered by a full recompute instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from stream_app.core.recommender import Recommendation, RecommendationRequest
-from stream_app.model.runtime import KVCache, ModelRuntime
+from stream_app.model.features import context_length, is_incremental
+from stream_app.model.kv_cache import KVCache
+from stream_app.model.runtime import ModelRuntime
 
 EXTRA_CANDIDATES = 10  # asked beyond k, so that items just bought can be dropped
 
@@ -26,6 +29,7 @@ class ModelRecommender:
 
     def __init__(self, runtime: ModelRuntime, k: int, cache_users: int):
         self.runtime, self.k, self.cache_users = runtime, k, cache_users
+        runtime.pool.max_slots = max(cache_users, 1)  # one pool slot per cached user
         self.version = runtime.version
         self._caches: OrderedDict[bytes, KVCache] = OrderedDict()
         self._last_churn: OrderedDict[bytes, float] = OrderedDict()
@@ -38,33 +42,56 @@ class ModelRecommender:
         self._last_churn.pop(user, None)
 
     def recommend(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
-        rounds: list[list[int]] = []
-        seen: dict[bytes, int] = {}
+        # one entry per run of a user's consecutive requests within one context: the run's last window
+        # holds every earlier context of the run (a run ends at a context reset, or where the window
+        # changed otherwise, e.g. an out-of-order insert)
+        entries: list[list[int]] = []
+        open_run: dict[bytes, int] = {}
         for i, req in enumerate(requests):
-            r = seen.get(req.user, 0)
-            seen[req.user] = r + 1
-            if r == len(rounds):
-                rounds.append([])
-            rounds[r].append(i)
-        answers: list[Recommendation | None] = [None] * len(requests)
+            e = open_run.get(req.user)
+            if e is not None and self._extends(requests[entries[e][-1]], req):
+                entries[e].append(i)
+            else:
+                open_run[req.user] = len(entries)
+                entries.append([i])
+        lasts = [requests[idx[-1]] for idx in entries]
+        first_entry: set[int] = set()
+        seen_users: set[bytes] = set()
+        for e, req in enumerate(lasts):
+            if req.user not in seen_users:
+                seen_users.add(req.user)
+                first_entry.add(e)
         k = min(self.k + EXTRA_CANDIDATES, self.runtime.top_k_max)
-        for idx in rounds:
-            reqs = [requests[i] for i in idx]
-            pred = self.runtime.update(
-                [r.window for r in reqs], [r.n_events for r in reqs],
-                [self._caches.get(r.user) for r in reqs], k=k, first_ts=[r.first_ts for r in reqs])
-            for j, (i, req) in enumerate(zip(idx, reqs, strict=True)):
-                cache = pred.caches[j]
-                if cache is not None:
-                    self._remember(self._caches, req.user, cache)
-                churn = float(pred.churn[j])
-                self._remember(self._last_churn, req.user, churn)
-                items = [(item, round(s, 6), None) for item, s in pred.top_items[j]
-                         if item not in req.bought][: self.k]
-                answers[i] = Recommendation(
-                    items, self.runtime.top_categories(pred.category_probs[j]), churn,
-                    bool(pred.stepped[j]))
+        pred = self.runtime.update_chunks(
+            [r.window for r in lasts], [r.n_events for r in lasts],
+            [self._caches.get(r.user) if e in first_entry else None for e, r in enumerate(lasts)],
+            [len(idx) for idx in entries], k=k, first_ts=[r.first_ts for r in lasts])
+        for e, req in enumerate(lasts):
+            cache = pred.caches[e]
+            if cache is not None:
+                self._remember(self._caches, req.user, cache)
+        answers: list[Recommendation | None] = [None] * len(requests)
+        rows = (i for idx in entries for i in idx)
+        for row, i in enumerate(rows):
+            req = requests[i]
+            churn = float(pred.churn[row])
+            self._remember(self._last_churn, req.user, churn)
+            items = [(item, round(s, 6), None) for item, s in pred.top_items[row]
+                     if item not in req.bought][: self.k]
+            answers[i] = Recommendation(items, self.runtime.top_categories(pred.category_probs[row]), churn,
+                                        bool(pred.stepped[row]))
         return answers  # type: ignore[return-value]
+
+    def _extends(self, prev: RecommendationRequest, req: RecommendationRequest) -> bool:
+        """True when ``req``'s event extends the context of ``prev``'s (the next event, no context
+        reset) and ``req``'s window holds ``prev``'s context unchanged (so the run's earlier contexts,
+        its prefixes, too)."""
+        L = self.runtime.spec.window_length
+        if req.n_events != prev.n_events + 1 or not is_incremental(req.n_events, L):
+            return False
+        c = context_length(prev.n_events, L)
+        end = len(req.window) - 1
+        return end - c >= 0 and req.window[end - c:end] == prev.window[len(prev.window) - c:]
 
     def _remember(self, lru: OrderedDict[bytes, Any], user: bytes, value: object) -> None:
         lru[user] = value

@@ -40,10 +40,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_train_writes_artifact_and_report(trained: tuple[Path, Path]) -> None:
     art, report_dir = trained
-    for f in ("window.onnx", "step.onnx", "items.json", "categories.json", "model.pt", "metadata.json"):
+    for f in ("window.onnx", "step.onnx", "chunk.onnx", "items.onnx", "item_embeddings.npy", "items.json",
+              "categories.json", "model.pt", "metadata.json"):
         assert (art / f).is_file(), f
     meta = read_metadata(art)
-    assert meta["schema_version"] == 1 and meta["window_length"] == L
+    assert meta["schema_version"] == 2 and meta["window_length"] == L
     assert meta["feature_spec"] == FeatureSpec(window_length=L).to_dict()
     assert meta["churn_horizon_ms"] == 6 * 3_600_000
     assert len(meta["training_data"]["sha256"]) == 64 and meta["training_data"]["events"] == 10_000

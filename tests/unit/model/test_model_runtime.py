@@ -12,9 +12,12 @@ from conftest import shared_data
 
 from export.prepare import PreparedData, prepare
 from export.splits import SplitSpec
+from stream_app.model.ann import ItemIndex, exact_top_k
 from stream_app.model.artifact import ArtifactError
-from stream_app.model.features import FeatureSpec, is_incremental
-from stream_app.model.runtime import KVCache, ModelRuntime, cuda_usable
+from stream_app.model.features import FeatureSpec, encode_appended, encode_windows, is_incremental
+from stream_app.model.kv_cache import KVCache
+from stream_app.model.providers import cuda_usable
+from stream_app.model.runtime import ModelRuntime, Predictions
 from tests.support.artifacts import tiny_artifact
 
 L = 8
@@ -90,8 +93,10 @@ def _broken(src: Path, dst: Path, edit: dict | None = None, remove: str | None =
 def test_refuses_what_it_cannot_serve(artifact: Path, tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="schema version 99"):
         ModelRuntime(_broken(artifact, tmp_path / "a", {"schema_version": 99}))
-    with pytest.raises(ArtifactError, match="lacks step.onnx"):
-        ModelRuntime(_broken(artifact, tmp_path / "b", remove="step.onnx"))
+    with pytest.raises(ArtifactError, match="lacks chunk.onnx"):
+        ModelRuntime(_broken(artifact, tmp_path / "b", remove="chunk.onnx"))
+    with pytest.raises(ArtifactError, match="schema version 1 .*interest-tracker export"):
+        ModelRuntime(_broken(artifact, tmp_path / "e", {"schema_version": 1}))
     spec = FeatureSpec(window_length=L, gap_buckets=16).to_dict()
     with pytest.raises(ArtifactError, match="feature spec"):
         ModelRuntime(_broken(artifact, tmp_path / "c", {"feature_spec": spec}))
@@ -101,3 +106,118 @@ def test_refuses_what_it_cannot_serve(artifact: Path, tmp_path: Path) -> None:
         ModelRuntime(tmp_path / "nothing")
     with pytest.raises(ArtifactError, match="vocabulary files do not match"):
         ModelRuntime(_broken(artifact, tmp_path / "d", {"n_items": 3}))
+
+
+def _same(a: Predictions, b: Predictions, rows_a: list[int], rows_b: list[int]) -> None:
+    np.testing.assert_allclose(a.user_vectors[rows_a], b.user_vectors[rows_b], atol=1e-4)
+    np.testing.assert_allclose(a.category_probs[rows_a], b.category_probs[rows_b], atol=1e-4)
+    np.testing.assert_allclose(a.churn[rows_a], b.churn[rows_b], atol=1e-4)
+    for i, j in zip(rows_a, rows_b, strict=True):
+        got, want = a.top_items[i], b.top_items[j]
+        assert [x for x, _ in got] == [x for x, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-4)
+
+
+@pytest.mark.parametrize("per_call", [1, 2, 3, 5, 13])
+def test_chunks_of_new_events_equal_full_windows_at_every_event(data: PreparedData, artifact: Path,
+                                                                per_call: int) -> None:
+    """Several new events of a user appended to the cache as one chunk (crossing context resets when
+    the chunk is long) answer at every event exactly as a full recompute of that event's context."""
+    rt = ModelRuntime(artifact, window_length=L)
+    hists = sorted(data.table.histories, key=len)[-3:]
+    hists = [h[:40] for h in hists]
+    caches: list[KVCache | None] = [None] * len(hists)
+    done = [0] * len(hists)
+    stepped = 0
+    while any(d < len(h) for d, h in zip(done, hists, strict=True)):
+        users = [b for b, h in enumerate(hists) if done[b] < len(h)]
+        m = [min(per_call, len(hists[b]) - done[b]) for b in users]
+        n = [done[b] + mb for b, mb in zip(users, m, strict=True)]
+        windows = [hists[b][max(0, nb - L - mb):nb] for b, nb, mb in zip(users, n, m, strict=True)]
+        first = [hists[b][0][3] for b in users]
+        calls = rt.calls
+        out = rt.update_chunks(windows, n, [caches[b] for b in users], m, k=10, first_ts=first)
+        assert rt.calls - calls <= 4  # bounded, whatever the number of events per user
+        assert out.user.tolist() == [i for i, mb in enumerate(m) for _ in range(mb)]
+        row = 0
+        for i, b in enumerate(users):
+            for e in range(n[i] - m[i] + 1, n[i] + 1):
+                h = hists[b]
+                ref = rt.update([h[max(0, e - L):e]], [e], k=10, first_ts=[h[0][3]])
+                _same(out, ref, [row], [0])
+                stepped += bool(out.stepped[row])
+                row += 1
+            caches[b] = out.caches[i]
+            assert caches[b] is not None and caches[b].n_events == n[i]
+            done[b] = n[i]
+    assert stepped > 0
+
+
+def test_evicted_or_stale_caches_fall_back_to_full(data: PreparedData, artifact: Path) -> None:
+    rt = ModelRuntime(artifact, window_length=L, cache_users=2)
+    hists = [h for h in data.table.histories if len(h) >= 6][:4]
+    first = [h[0][3] for h in hists]
+    prev = rt.update([h[:4] for h in hists], [4] * 4, first_ts=first)  # 4 users, 2 slots: some evicted
+    out = rt.update([h[:5] for h in hists], [5] * 4, prev.caches, first_ts=first)
+    ref = rt.update([h[:5] for h in hists], [5] * 4, first_ts=first)
+    _same(out, ref, [0, 1, 2, 3], [0, 1, 2, 3])
+    # an old handle of a slot that has moved on is not used
+    again = rt.update([hists[0][:5]], [5], [prev.caches[0]], first_ts=first[:1])
+    assert not again.stepped[0]
+    _same(again, ref, [0], [0])
+
+
+def test_appended_features_equal_the_window_encoding(data: PreparedData, artifact: Path) -> None:
+    rt = ModelRuntime(artifact, window_length=L)
+    hists = [h for h in data.table.histories if len(h) >= 30][:5]
+    for n in range(2, 30):
+        wins = [h[max(0, n - L):n] for h in hists]
+        first = [h[0][3] for h in hists]
+        enc = encode_windows(wins, rt.items, rt.categories, rt.spec, [n] * len(hists), first)
+        c = int(enc.lengths[0])
+        for m in range(1, c + 1):
+            start = np.full(len(hists), c - m)
+            ts = np.array([[e[3] for e in w[len(w) - c:]] + [0] * (L - c) for w in wins])
+            types = np.array([[e[2] for e in w[len(w) - m:]] for w in wins])
+            got = encode_appended(ts, start, np.full(len(hists), m), types, np.full(len(hists), n),
+                                  np.array(first), rt.spec)
+            for name, v in got.items():
+                np.testing.assert_array_equal(v, enc.features[name][:, c - m:c], err_msg=f"{name} {n} {m}")
+
+
+def test_top_categories_is_a_partial_sort(artifact: Path) -> None:
+    rt = ModelRuntime(artifact, window_length=L)
+    probs = np.random.default_rng(0).random(len(rt.categories)).astype(np.float32)
+    probs[:2] = 10.0  # PAD and UNKNOWN are never reported
+    want = [(rt.categories.ids[i], float(probs[i])) for i in np.argsort(-probs) if i > 1][:5]
+    assert rt.top_categories(probs, 5) == want
+    assert len(rt.top_categories(probs, 10_000)) == len(rt.categories) - 2
+
+
+def test_ann_ranking_for_large_catalogs(data: PreparedData, artifact: Path) -> None:
+    """Above the threshold items come from the ANN index over the item embeddings, scored by the
+    inner product with the user vector; they match the exact inner-product ranking."""
+    rt = ModelRuntime(artifact, window_length=L, ann_threshold=0)
+    assert rt.ann is not None and rt.ann.size == len(rt.items) - 2
+    hists = [h for h in data.table.histories if len(h) >= 10][:8]
+    out = rt.update([h[:10] for h in hists], [10] * len(hists), k=10, first_ts=[h[0][3] for h in hists])
+    emb = np.load(artifact / "item_embeddings.npy")[2:]
+    scores, idx = exact_top_k(emb, out.user_vectors, 10)
+    hits = sum(len({rt.items.ids[i + 2] for i in idx[b]} & {i for i, _ in out.top_items[b]})
+               for b in range(len(hists)))
+    assert hits >= 0.95 * 10 * len(hists)
+    np.testing.assert_allclose([s for _, s in out.top_items[0]][:3], scores[0, :3], atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["hnswlib", "faiss", "usearch", "exact"])
+def test_item_index_backends(backend: str) -> None:
+    pytest.importorskip({"exact": "numpy"}.get(backend, backend))
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(50, 16)).astype(np.float32)
+    emb = centers[rng.integers(0, 50, 3000)] + 0.3 * rng.normal(size=(3000, 16)).astype(np.float32)
+    q = centers[rng.integers(0, 50, 40)] + 0.3 * rng.normal(size=(40, 16)).astype(np.float32)
+    index = ItemIndex(emb, backend=backend)
+    scores, ids = index.search(q, 10)
+    _, want = exact_top_k(emb, q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), want.tolist(), strict=True)])
+    assert recall >= 0.95 and (np.diff(scores, axis=1) <= 1e-6).all()

@@ -1,0 +1,89 @@
+"""Approximate top-k items by inner product with the user vector, for large catalogs.
+
+The item head's generator scores an item by ``h · e_i`` (the output weights are tied to the item
+embeddings), so retrieval is a maximum-inner-product search over the artifact's item embeddings
+(``item_embeddings.npy``), indexed once at load time. Backends (HNSW graphs, inner product):
+``hnswlib`` (default: in ``benchmarks/bench_ann.py`` with the same parameters it searched 2-3x faster
+than ``usearch`` at recall@10 >= 0.95, like ``faiss`` at a fraction of its install size; see
+docs/model.md), ``usearch`` and ``faiss``; ``exact`` is the numpy reference (``argpartition`` over all
+scores). Scores returned are the exact inner products of the items found.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BACKENDS = ("hnswlib", "faiss", "usearch", "exact")
+
+
+class ItemIndex:
+    """An index over ``embeddings`` (N, d) float32 rows; ``search`` returns row indices."""
+
+    def __init__(self, embeddings: np.ndarray, backend: str = "hnswlib", m: int = 32,
+                 ef_construction: int = 96, ef_search: int = 160, threads: int = 2) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"ANN backend {backend!r}: one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        n, d = self.emb.shape
+        self.size, self.dim = n, d
+        self.ef_search = ef_search
+        self._index: object
+        if backend == "hnswlib":
+            import hnswlib
+
+            idx = hnswlib.Index(space="ip", dim=d)
+            idx.init_index(max_elements=n, ef_construction=ef_construction, M=m)
+            idx.set_num_threads(threads)
+            idx.add_items(self.emb, np.arange(n))
+            idx.set_ef(ef_search)
+            self._index = idx
+        elif backend == "faiss":
+            import faiss
+
+            faiss.omp_set_num_threads(threads)
+            fidx = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+            fidx.hnsw.efConstruction = ef_construction
+            fidx.add(self.emb)
+            fidx.hnsw.efSearch = ef_search
+            self._index = fidx
+        elif backend == "usearch":
+            from usearch.index import Index
+
+            uidx = Index(ndim=d, metric="ip", dtype="f32", connectivity=m, expansion_add=ef_construction,
+                         expansion_search=ef_search)
+            uidx.add(np.arange(n), self.emb, threads=threads)
+            self._index = uidx
+        self.threads = threads
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, indices), each (Q, k), best first."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, self.size)
+        if self.backend == "exact":
+            return exact_top_k(self.emb, q, k)
+        if self.backend == "hnswlib":
+            self._index.set_ef(max(self.ef_search, k))  # type: ignore[attr-defined]
+            labels, dist = self._index.knn_query(q, k=k, num_threads=self.threads)  # type: ignore[attr-defined]
+            ids = labels.astype(np.int64)
+        elif self.backend == "faiss":
+            self._index.hnsw.efSearch = max(self.ef_search, k)  # type: ignore[attr-defined]
+            _, ids = self._index.search(q, k)  # type: ignore[attr-defined]
+        else:
+            self._index.expansion_search = max(self.ef_search, k)  # type: ignore[attr-defined]
+            res = self._index.search(q, k, threads=self.threads)  # type: ignore[attr-defined]
+            ids = np.asarray(res.keys, dtype=np.int64).reshape(len(q), k)
+        ids = np.maximum(ids, 0)
+        scores = np.einsum("qd,qkd->qk", q, self.emb[ids])  # exact inner products of the found rows
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def exact_top_k(emb: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` rows of ``emb`` by inner product with each query: (scores, indices)."""
+    scores = queries @ emb.T
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < emb.shape[0] else np.tile(
+        np.arange(emb.shape[0]), (len(queries), 1))
+    top = np.take_along_axis(scores, part, 1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    return np.take_along_axis(top, order, 1), np.take_along_axis(part, order, 1)
