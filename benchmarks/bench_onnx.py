@@ -112,7 +112,7 @@ def runtime_table(rt, args: argparse.Namespace, batches: tuple[int, ...] = (64, 
 
 
 def _runtime_row(rt, B: int, L: int, args: argparse.Namespace) -> None:  # noqa: ANN001
-    from stream_app.model.runtime import Predictions
+    from stream_app.model.answers import Predictions
 
     n = 3 * L // 2  # incremental for this count, and the 3 events before it too
     hist = [[(f"i{(u * 7 + j) % 3000}", f"c{j % 18}", j % 3, 1_000 * j) for j in range(n)]

@@ -16,17 +16,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stream_app.model.ann import ItemIndex
+from stream_app.model.answers import Predictions, Row
 from stream_app.model.artifact import (
     CATEGORIES_FILE,
     CHUNK_FILE,
-    EMBEDDINGS_FILE,
     ITEMS_FILE,
     ITEMS_GRAPH_FILE,
     ArtifactError,
@@ -45,40 +44,12 @@ from stream_app.model.features import (
 )
 from stream_app.model.kv_cache import KVCache, KVPool
 from stream_app.model.providers import cuda_usable
+from stream_app.model.ranking import ItemRanker, top_categories
 
 log = logging.getLogger(__name__)
 
 CHUNK_BUCKETS = (1, 4)  # cached rows are run in groups of chunk lengths 1, 2..4 and 5..L (bounded padding)
 ANN_THRESHOLD = 50_000  # items above which the ranking uses the ANN index (see docs/model.md)
-
-
-@dataclass
-class Predictions:
-    """Answers in input order: one row per answered event (``update``: one per user)."""
-
-    top_items: list[list[tuple[str, float]]]  # best first, (item id, score)
-    category_probs: np.ndarray  # (A, n_categories): next-category interest; column i = categories[i]
-    churn: np.ndarray  # (A,) P(no event within the horizon H after the event)
-    user_vectors: np.ndarray  # (A, d)
-    caches: list[KVCache | None]  # per user: pass back to the next update of that user
-    stepped: np.ndarray  # (A,) bool: answered from the cached keys/values (else a full recompute)
-    user: np.ndarray  # (A,) the input index of each row's user
-
-
-@dataclass
-class _Row:
-    """One model row: a user's context after ``events`` new events, the first ``start`` positions
-    from the cache (0: the whole context)."""
-
-    entry: int
-    context: Sequence[WindowEvent]
-    n: int  # the user's event count at the context's newest event
-    first_ts: int
-    start: int
-    answers: list[int]  # context positions to answer at
-    handle: KVCache | None  # cache the row extends (start > 0)
-    keep: bool  # the row's keys/values become the user's cache
-    slot: int = -1
 
 
 class ModelRuntime:
@@ -120,18 +91,12 @@ class ModelRuntime:
                                 f"{sorted(want)}")
         self._past_names = past
         self.provider = self.chunk_session.get_providers()[0]
-        self.top_k_max = int(self.metadata["top_k"])  # items the exact graph returns per answer
-        self._item_ids = np.array(self.items.ids, dtype=object)
         self.pool = KVPool(self.n_layers, int(m["n_heads"]), self.spec.window_length,
                            self.d_model // int(m["n_heads"]), max_slots=max(cache_users, 1))
-        self.ann = ann
-        if self.ann is None and len(self.items) - 2 > ann_threshold:
-            self.ann = ItemIndex(np.load(self.path / EMBEDDINGS_FILE)[2:], threads=threads)
-        if self.ann is not None:
-            if self.ann.size != len(self.items) - 2:
-                raise ArtifactError(f"model artifact {self.path}: the ANN index has {self.ann.size} items, "
-                                    f"the vocabulary {len(self.items) - 2}")
-            self.top_k_max = max(self.top_k_max, 100)
+        self.ranker = ItemRanker(self.items_session, self.items.ids, int(self.metadata["top_k"]),
+                                 self.spec.window_length, self.path, ann, ann_threshold, threads)
+        self.top_k_max = self.ranker.top_k_max
+        self.ann = self.ranker.ann
         self.calls = 0  # chunk.onnx runs, for the tests and benchmarks
         self._past_buf: list[np.ndarray] = []
         log.info("model %s loaded from %s on %s (%s ranking)", self.version, self.path, self.provider,
@@ -191,13 +156,14 @@ class ModelRuntime:
             if r.keep and r.slot >= 0:
                 caches_out[r.entry] = KVCache(r.n, tuple(r.context[-1]), r.slot,  # type: ignore[arg-type]
                                               int(self.pool.epoch[r.slot]), len(r.context))
-        top = self._top_items(vectors, ctx_items, length, min(k, self.top_k_max), windows, user, exclude_seen)
+        top = self.ranker.top_items(vectors, ctx_items, length, min(k, self.top_k_max), windows, user,
+                                    exclude_seen)
         return Predictions(top, cats, churn, vectors, caches_out, stepped, user)
 
     def _rows(self, windows: Sequence[Sequence[WindowEvent]], counts: list[int],
-              handles: list[KVCache | None], wanted: list[int], firsts: list[int], L: int) -> list[_Row]:
+              handles: list[KVCache | None], wanted: list[int], firsts: list[int], L: int) -> list[Row]:
         """Split each user's answered events into contexts (a reset starts a new one)."""
-        rows: list[_Row] = []
+        rows: list[Row] = []
         for b, w in enumerate(windows):
             n, m = counts[b], wanted[b]
             if n <= 0 or not w:
@@ -225,7 +191,7 @@ class ModelRuntime:
                     start = h.length
                 else:
                     h = None
-                row = _Row(b, context, e1, firsts[b], start, [context_length(e, L) - 1 for e in seg], h,
+                row = Row(b, context, e1, firsts[b], start, [context_length(e, L) - 1 for e in seg], h,
                            si == len(segments) - 1)
                 own = handles[b]
                 if h is None and row.keep and own is not None and self.pool.owns(own):
@@ -233,7 +199,7 @@ class ModelRuntime:
                 rows.append(row)
         return rows
 
-    def _assign_slots(self, rows: list[_Row]) -> None:
+    def _assign_slots(self, rows: list[Row]) -> None:
         """Cached rows extend their slot in place; full rows that are kept get one (their user's old
         slot when it is still theirs, else a fresh or the least recently used one)."""
         pool = self.pool
@@ -253,7 +219,7 @@ class ModelRuntime:
             r.slot = s
         pool.touch([r.slot for r in rows if r.slot >= 0])
 
-    def _run(self, rows: list[_Row], base: list[int], cats: np.ndarray, churn: np.ndarray,
+    def _run(self, rows: list[Row], base: list[int], cats: np.ndarray, churn: np.ndarray,
              vectors: np.ndarray, stepped: np.ndarray, user: np.ndarray, length: np.ndarray,
              ctx_items: np.ndarray) -> None:
         """One chunk.onnx call for rows of one kind (all cached or all full)."""
@@ -342,39 +308,6 @@ class ModelRuntime:
         return [np.take(a, slots, axis=0, out=buf[:G], mode="clip")
                 for a, buf in zip(self.pool.kv, self._past_buf, strict=True)]
 
-    def _top_items(self, vectors: np.ndarray, ctx_items: np.ndarray, length: np.ndarray, k: int,
-                   windows: Sequence[Sequence[WindowEvent]], user: np.ndarray, exclude_seen: bool
-                   ) -> list[list[tuple[str, float]]]:
-        A = len(vectors)
-        if A == 0:
-            return []
-        if self.ann is not None:
-            scores, ids = self.ann.search(vectors, self.top_k_max if exclude_seen else k)
-            ids = ids + 2
-        else:
-            want = min(self.top_k_max, k + self.spec.window_length if exclude_seen else k)
-            feeds = {"k": np.array([want], np.int64), "user_vector": vectors, "context_item": ctx_items,
-                     "length": length}
-            scores, ids = self.items_session.run(None, feeds)
-        if not exclude_seen:
-            names = self._item_ids[ids[:, :k]].tolist()
-            values = scores[:, :k].tolist()
-            return [list(zip(n, v, strict=True)) for n, v in zip(names, values, strict=True)]
-        top: list[list[tuple[str, float]]] = []
-        names_all = self._item_ids[ids].tolist()
-        values_all = scores.tolist()
-        for a in range(A):
-            seen = {e[0] for e in windows[int(user[a])]}
-            row = [(i, s) for i, s in zip(names_all[a], values_all[a], strict=True) if i not in seen]
-            top.append(row[:k])
-        return top
-
     def top_categories(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` strongest category interests of one user's distribution (PAD and UNKNOWN never)."""
-        k = min(k, len(probs) - 2)
-        if k <= 0:
-            return []
-        real = probs[2:]
-        part = np.argpartition(-real, k - 1)[:k] if k < len(real) else np.arange(len(real))
-        best = part[np.argsort(-real[part], kind="stable")]
-        return [(self.categories.ids[i + 2], float(real[i])) for i in best]
+        return top_categories(probs, self.categories.ids, k)

@@ -13,11 +13,12 @@ from conftest import shared_data
 from export.prepare import PreparedData, prepare
 from export.splits import SplitSpec
 from stream_app.model.ann import ItemIndex, exact_top_k
+from stream_app.model.answers import Predictions
 from stream_app.model.artifact import ArtifactError
 from stream_app.model.features import FeatureSpec, encode_appended, encode_windows, is_incremental
 from stream_app.model.kv_cache import KVCache
 from stream_app.model.providers import cuda_usable
-from stream_app.model.runtime import ModelRuntime, Predictions
+from stream_app.model.runtime import ModelRuntime
 from tests.support.artifacts import tiny_artifact
 
 L = 8
