@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pytest
 from conftest import shared_data
 
 from export.evaluate import evaluate
@@ -25,6 +26,7 @@ def _beats(res: dict, metric: str, rivals: tuple[str, ...]) -> None:
         assert res["model"][metric] > res[name][metric], (metric, name, res)
 
 
+@pytest.mark.timeout(1800)  # a fixed number of epochs: the verdict must not depend on machine speed
 def test_model_beats_baselines_on_a_small_movielens_run(tmp_path: Path) -> None:
     src = shared_data("movielens/ml-1m_ratings_partial.dat.gz")
     subset = tmp_path / "ratings.dat"
@@ -41,6 +43,7 @@ def test_model_beats_baselines_on_a_small_movielens_run(tmp_path: Path) -> None:
     _beats(res, "category_ndcg@10", ("popularity", "repeat_last", "cooccurrence", "user_frequency"))
 
 
+@pytest.mark.timeout(1800)
 def test_model_beats_baselines_on_a_small_taobao_run() -> None:
     """Next category (users repeat themselves: repeat-last is the baseline to beat) and the churn
     head against the recency/frequency logistic regression, on the same test points."""
