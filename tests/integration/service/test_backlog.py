@@ -23,11 +23,12 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.structs import TopicPartition
 
 from stream_app.core.config import Settings
 from stream_app.core.state import UserState
 from stream_app.kafka.admin import create_topics
-from stream_app.kafka.clients import encode_event, make_producer
+from stream_app.kafka.clients import encode_event, make_consumer, make_producer
 from stream_app.kafka.embedded import free_port
 from stream_app.service.metrics import scrape
 from stream_app.tools.generate import DAY_MS, GroundTruth, WorkloadSpec, iter_synthetic_events
@@ -163,6 +164,29 @@ def full_run(backlog: Backlog, name: str, tmp_path: Path) -> tuple[Settings, flo
     return s, seconds
 
 
+async def wait_recommended(s: Settings, events: int, worker: WorkerProcess, timeout: float) -> int:
+    """Read the recommendations topic as it grows until every event triggered one; returns how many
+    recommendations there were (repeats after crashes included)."""
+    consumer = make_consumer(s, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(s.topic_recommendations, p) for p in range(s.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen: set[tuple[bytes, str]] = set()
+        total = 0
+        deadline = time.monotonic() + timeout
+        while len(seen) < events:
+            assert time.monotonic() < deadline and worker.alive, worker.log()[-3000:]
+            for msgs in (await consumer.getmany(timeout_ms=1000, max_records=20_000)).values():
+                for m in msgs:
+                    seen.add((m.key, orjson.loads(m.value)["trigger"]["event_id"]))
+                    total += 1
+        return total
+    finally:
+        await consumer.stop()
+
+
 def state_fields(st: UserState) -> tuple[Any, ...]:
     return (st.window, st.counts, st.first_ts, st.last_ts, list(st.recent_ids), list(st.recent_ts),
             st.churn_warned_at, st.interests)
@@ -228,16 +252,10 @@ def test_ten_kills_leave_the_same_state(backlog: Backlog, tmp_path: Path) -> Non
             print(f"kill {k + 1}{' + RocksDB wiped' if wiped else ''}: ready again after "
                   f"{time.monotonic() - restarted:.1f} s")
         # every valid event applied: recommendations (with the crashes' repeats) cover all of them
-        recs = outputs(s, s.topic_recommendations, None)
-        deadline = time.monotonic() + 900
-        while len({(u, r["trigger"]["event_id"]) for u, v in recs.items() for r in v}) < backlog.valid:
-            assert time.monotonic() < deadline and worker.alive, worker.log()[-3000:]
-            time.sleep(5)
-            recs = outputs(s, s.topic_recommendations, None)
+        total = asyncio.run(wait_recommended(s, backlog.valid, worker, timeout=1800))
         time.sleep(5)  # let the last batch's state be written
     finally:
         worker.stop()
-    total = sum(len(v) for v in recs.values())
     print(f"10 kills ({sum(kills)} with RocksDB wiped): {total} recommendations for {backlog.valid} "
           f"events, {total - backlog.valid} repeated")
     got = local_states(s)
