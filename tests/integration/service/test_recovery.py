@@ -20,7 +20,7 @@ from tests.conftest import shared_data
 from tests.support.expected import assert_state_matches, assert_windows_match, expected_by_user, taobao_events
 from tests.support.streaming import WorkerProcess, json_values, local_states, produce, read_topic
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
 
 
 def fresh(settings: Settings, suffix: str, tmp_path: Path) -> Settings:

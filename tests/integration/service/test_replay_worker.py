@@ -17,7 +17,7 @@ from stream_app.tools.replay import ReplayOptions, replay
 from tests.support.streaming import WorkerProcess, local_states
 from tests.support.topic_reader import read_topics
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
 
 
 def _outputs(settings: Settings, topic: str, expect: int | None) -> dict[bytes, list[dict[str, Any]]]:
