@@ -64,6 +64,45 @@ class WorkerProcess:
             time.sleep(0.5)
 
 
+async def group_assignment(settings: Settings) -> tuple[str, list[set[int]]]:
+    """The worker group's state and, per member, the partitions of the repartition topic (whose
+    partitions are the state table's) it was assigned, as the group coordinator describes them."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers(),
+                                **settings.kafka_client_kwargs())
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([settings.app_id])
+    finally:
+        await admin.close()
+    (group,) = response.to_object()["groups"]
+    held = []
+    for member in group["members"]:
+        raw = member["member_assignment"]
+        parts = ConsumerProtocolMemberAssignment.decode(raw).partitions() if raw else []
+        held.append({tp.partition for tp in parts if tp.topic == settings.repartition_topic})
+    return group["group_state"], held
+
+
+def wait_until_group_splits(settings: Settings, members: int, timeout: float = 180) -> list[set[int]]:
+    """Until the worker group is stable with ``members`` members that each hold partitions.
+    (Apache Kafka with ``group.initial.rebalance.delay.ms=0`` forms the group with whoever joins
+    first: a test about a split must wait for it instead of assuming one first generation.)"""
+    deadline = time.monotonic() + timeout
+    state, held = "", []
+    while time.monotonic() < deadline:
+        try:
+            state, held = asyncio.run(group_assignment(settings))
+        except Exception as exc:  # noqa: BLE001 - coordinator not there yet: ask again
+            state, held = repr(exc), []
+        if state == "Stable" and len(held) == members and all(held):
+            return held
+        time.sleep(1)
+    raise AssertionError(f"group {settings.app_id} not split over {members} members: {state} {held}")
+
+
 async def produce(settings: Settings, events: Iterable[Event],
                   raw: Iterable[tuple[str, bytes | None, bytes | None]] = ()) -> int:
     """Send events to their input topics (keyed by user), then raw (topic, key, value) records."""
