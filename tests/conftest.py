@@ -5,8 +5,9 @@ Engines: every streaming test (one that uses ``broker_url`` or ``settings``) run
 Tansu broker with the ``embedded`` profile (id ``tansu``); the modules marked ``both_engines`` run
 a second time on a 3-node Apache Kafka 4.4 (KRaft, replication factor 3, min.insync.replicas 2)
 with the ``kafka`` profile (id ``kafka``, marker ``kafka``: ``-m "not kafka"`` leaves them out,
-``-m kafka`` runs only them). Each broker set starts lazily, once, on the first test that needs
-it. Without java/mvn the Kafka runs skip, unless TRACKER_REQUIRE_KAFKA=1 (CI)."""
+``-m kafka`` runs only them); ``kafka_only`` tests (broker failures) run on Kafka alone. Each
+broker set starts lazily, once, on the first test that needs it. Without java/mvn the Kafka runs
+skip, unless TRACKER_REQUIRE_KAFKA=1 (CI)."""
 
 from __future__ import annotations
 
@@ -61,9 +62,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     tests marked ``both_engines`` (the ones that matter most for the engine; see docs)."""
     if "engine" not in metafunc.fixturenames:
         return
-    engines = [pytest.param("tansu", id="tansu")]
-    if metafunc.definition.get_closest_marker("both_engines"):
-        engines.append(pytest.param("kafka", id="kafka", marks=pytest.mark.kafka))
+    tansu = pytest.param("tansu", id="tansu")
+    kafka = pytest.param("kafka", id="kafka", marks=pytest.mark.kafka)
+    if metafunc.definition.get_closest_marker("kafka_only"):
+        engines = [kafka]
+    elif metafunc.definition.get_closest_marker("both_engines"):
+        engines = [tansu, kafka]
+    else:
+        engines = [tansu]
     metafunc.parametrize("engine", engines, indirect=True, scope="session")
 
 

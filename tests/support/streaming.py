@@ -83,7 +83,7 @@ async def group_assignment(settings: Settings) -> tuple[str, list[set[int]]]:
         raw = member["member_assignment"]
         parts = ConsumerProtocolMemberAssignment.decode(raw).partitions() if raw else []
         held.append({tp.partition for tp in parts if tp.topic == settings.repartition_topic})
-    return group["group_state"], held
+    return group["state"], held
 
 
 def wait_until_group_splits(settings: Settings, members: int, timeout: float = 180) -> list[set[int]]:
