@@ -94,7 +94,11 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     require_kafka()
     from stream_app.kafka.apache import ApacheKafkaCluster
 
+    # records up to 8 MB, like Tansu: the hostile-input tests send values of ~2 MB that the worker
+    # must dead-letter (with Kafka's 1 MB default the broker rejects them, and aiokafka's
+    # idempotent producer then fails every later batch of that partition: OutOfOrderSequence)
     with ApacheKafkaCluster(brokers=KAFKA_BROKERS, heap="384m",
+                            properties={"message.max.bytes": str(8 << 20)},
                             log_dir=tmp_path_factory.mktemp("kafka-logs")) as cluster:
         yield cluster
 
