@@ -95,7 +95,7 @@ def test_two_workers_split_partitions_and_hand_over_state(settings: Settings, tm
     try:
         # both workers in the group, each with partitions, before any event: a worker alone would
         # take every partition and keep users of the partitions it later hands over
-        wait_until_group_splits(settings, 2)
+        wait_until_group_splits([a, b])
         asyncio.run(produce(settings, events[:half]))
         asyncio.run(wait_until_applied(settings, events[:half]))
         held_a = local_partitions(a.settings)
