@@ -1,5 +1,13 @@
-"""Shared fixtures: one embedded broker process for the whole run, per-test app ids and topics,
-and the real datasets in ../shared/data (skipped on a user's fresh clone, a failure in CI)."""
+"""Shared fixtures: one broker process set per engine for the whole run, per-test app ids and
+topics, and the real datasets in ../shared/data (skipped on a user's fresh clone, a failure in CI).
+
+Engines: every streaming test (one that uses ``broker_url`` or ``settings``) runs on the embedded
+Tansu broker with the ``embedded`` profile (id ``tansu``); the modules marked ``both_engines`` run
+a second time on a 3-node Apache Kafka 4.4 (KRaft, replication factor 3, min.insync.replicas 2)
+with the ``kafka`` profile (id ``kafka``, marker ``kafka``: ``-m "not kafka"`` leaves them out,
+``-m kafka`` runs only them); ``kafka_only`` tests (broker failures) run on Kafka alone. Each
+broker set starts lazily, once, on the first test that needs it. Without java/mvn the Kafka runs
+skip, unless TRACKER_REQUIRE_KAFKA=1 (CI)."""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +25,13 @@ from stream_app.kafka.embedded import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("TRACKER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+KAFKA_BROKERS = 3
+
+# the settings each engine's tests get on top of the defaults
+ENGINE_SETTINGS: dict[str, dict[str, Any]] = {
+    "tansu": {"broker_profile": "embedded", "replication_factor": 1},
+    "kafka": {"broker_profile": "kafka", "replication_factor": KAFKA_BROKERS},
+}
 
 
 def shared_data(relative: str) -> Path:
@@ -29,12 +45,76 @@ def shared_data(relative: str) -> Path:
     return path
 
 
+def require_kafka() -> None:
+    """Skip without java/mvn (the broker's jars cannot be had), unless TRACKER_REQUIRE_KAFKA=1."""
+    from stream_app.kafka.apache_jars import KafkaUnavailable, fetch_jars
+
+    try:
+        fetch_jars()
+    except KafkaUnavailable as exc:
+        if os.environ.get("TRACKER_REQUIRE_KAFKA") == "1":
+            pytest.fail(f"{exc}; TRACKER_REQUIRE_KAFKA=1 forbids skipping")
+        pytest.skip(str(exc))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that needs a broker by engine: tansu always, kafka as well for the
+    tests marked ``both_engines`` (the ones that matter most for the engine; see docs)."""
+    if "engine" not in metafunc.fixturenames:
+        return
+    tansu = pytest.param("tansu", id="tansu")
+    kafka = pytest.param("kafka", id="kafka", marks=pytest.mark.kafka)
+    if metafunc.definition.get_closest_marker("kafka_only"):
+        engines = [kafka]
+    elif metafunc.definition.get_closest_marker("both_engines"):
+        engines = [tansu, kafka]
+    else:
+        engines = [tansu]
+    metafunc.parametrize("engine", engines, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def engine(request: pytest.FixtureRequest) -> str:
+    """``tansu`` or ``kafka`` (a session-scoped parameter: pytest runs each engine's tests together)."""
+    return str(getattr(request, "param", "tansu"))
+
+
+@pytest.fixture(scope="session")
+def tansu_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One Tansu broker for the whole test session (each test uses its own topics)."""
     log = tmp_path_factory.mktemp("broker") / "broker.log"
     with EmbeddedBroker(free_port(), log_path=log) as broker:
         yield broker.url
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One 3-node Apache Kafka for the whole session, started on first use (logs kept in the
+    session's temporary folder). Tests that kill a node restart it before they end."""
+    require_kafka()
+    from stream_app.kafka.apache import ApacheKafkaCluster
+
+    # records up to 8 MB, like Tansu: the hostile-input tests send values of ~2 MB that the worker
+    # must dead-letter (with Kafka's 1 MB default the broker rejects them, and aiokafka's
+    # idempotent producer then fails every later batch of that partition: OutOfOrderSequence)
+    with ApacheKafkaCluster(brokers=KAFKA_BROKERS, heap="384m",
+                            properties={"message.max.bytes": str(8 << 20)},
+                            log_dir=tmp_path_factory.mktemp("kafka-logs")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def broker_url(engine: str, request: pytest.FixtureRequest) -> str:
+    """Bootstrap servers of the engine under test."""
+    if engine == "kafka":
+        return str(request.getfixturevalue("kafka_cluster").url)
+    return str(request.getfixturevalue("tansu_url"))
+
+
+@pytest.fixture(scope="session")
+def engine_settings(engine: str, broker_url: str) -> Settings:
+    """The engine's base settings (profile, replication factor, bootstrap servers)."""
+    return Settings(broker_url=broker_url, partitions=4, **ENGINE_SETTINGS[engine])
 
 
 @pytest.fixture
@@ -44,7 +124,7 @@ def unique_id(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings(broker_url: str, unique_id: str, tmp_path: Path) -> Settings:
+def settings(engine_settings: Settings, unique_id: str, tmp_path: Path) -> Settings:
     """Settings for one test: its own app id (consumer group), topics and data dir."""
-    return Settings(broker_url=broker_url, data_dir=tmp_path / "data", metrics_port=0, web_port=0,
-                    partitions=4).namespaced(unique_id)
+    return engine_settings.model_copy(update={"data_dir": tmp_path / "data", "metrics_port": 0,
+                                              "web_port": 0}).namespaced(unique_id)

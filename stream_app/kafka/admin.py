@@ -69,3 +69,29 @@ async def create_topics(
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+    """Partitions per existing topic (absent topics are left out), from the admin client's
+    DescribeTopics: a fresh answer from the cluster. (A consumer's ``partitions_for_topic`` reads
+    its metadata cache, which holds no unsubscribed topics on Apache Kafka 4.x.)"""
+    wanted = list(dict.fromkeys(topics))
+    if not wanted:
+        return {}
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers(), **settings.kafka_client_kwargs()
+    )
+    await admin.start()
+    try:
+        # only existing topics are described: a metadata request naming a topic lets the broker
+        # auto-create it (aiokafka asks with allow_auto_topic_creation=True)
+        existing = set(await admin.list_topics())
+        wanted = [t for t in wanted if t in existing]
+        described = await admin.describe_topics(wanted) if wanted else []
+    finally:
+        await admin.close()
+    return {
+        info["topic"]: len(info["partitions"])
+        for info in described
+        if info.get("error_code", 0) == 0 and info.get("partitions")
+    }

@@ -82,7 +82,12 @@ def make_faust_app(settings: Settings) -> faust.App:
         # records it would lose updates. One record per batch keeps the end offsets right. Faust's
         # producer then carries only changelog records: the rest goes through RecordSender.
         conf["producer_max_batch_size"] = 1
-    return faust.App(settings.app_id, **conf)
+    else:
+        conf["producer_acks"] = -1  # acks=all (+ idempotence below): no loss on a leader failover
+    app = faust.App(settings.app_id, **conf)
+    if settings.broker_profile == "kafka":
+        compat.idempotent_producer(app)
+    return app
 
 
 FORWARD_INTERVAL_S = 0.05  # pause between two rounds of forwarding held events

@@ -70,3 +70,16 @@ def fetch_position(app: faust.App, tp: TP) -> int | None:
     aiokafka's public ``position()`` is a coroutine that waits for a valid position."""
     state = aiokafka_consumer(app)._subscription.subscription.assignment.state_value(tp)
     return state.position if state is not None and state.has_valid_position else None
+
+
+def idempotent_producer(app: faust.App) -> None:
+    """Make Faust's own producer (the state changelog's) idempotent with ``acks=all``.
+
+    Faust passes ``producer_acks`` to aiokafka but turns idempotence on only inside transactions
+    (``Producer._settings_extra``, faust/transport/drivers/aiokafka.py); the aiokafka producer is
+    created from those settings when Faust's producer starts, so wrapping the method on the
+    instance before the worker starts is enough."""
+    producer = app.producer
+    extra = producer._settings_extra  # type: ignore[attr-defined]
+    producer._settings_extra = lambda: {  # type: ignore[attr-defined]
+        **extra(), "acks": "all", "enable_idempotence": True}

@@ -66,6 +66,26 @@ class WorkerProcess:
             time.sleep(0.5)
 
 
+def holds_partitions(worker: WorkerProcess, topic: str) -> bool:
+    """Whether the worker's latest assignment (Faust's "Setting newly assigned partitions" table
+    in its log) gives it partitions of ``topic``."""
+    blocks = worker.log().split("Setting newly assigned partitions")
+    return len(blocks) > 1 and f"| {topic} " in blocks[-1].split("Executing _on_partitions_assigned")[0]
+
+
+def wait_until_group_splits(workers: list[WorkerProcess], timeout: float = 180) -> None:
+    """Until every worker's latest assignment holds partitions of the repartition topic (whose
+    partitions are the state table's). Apache Kafka with ``group.initial.rebalance.delay.ms=0``
+    forms the group with whoever joins first: a test about a split must wait for the generation
+    that includes all workers instead of assuming the first one does. (From the workers' logs:
+    the embedded broker's DescribeGroups answer differs from Kafka's.)"""
+    deadline = time.monotonic() + timeout
+    while not all(holds_partitions(w, w.settings.repartition_topic) for w in workers):
+        assert time.monotonic() < deadline and all(w.alive for w in workers), \
+            [w.log()[-2000:] for w in workers]
+        time.sleep(0.5)
+
+
 async def produce(settings: Settings, events: Iterable[Event],
                   raw: Iterable[tuple[str, bytes | None, bytes | None]] = ()) -> int:
     """Send events to their input topics (keyed by user), then raw (topic, key, value) records."""

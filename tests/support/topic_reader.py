@@ -14,10 +14,11 @@ from stream_app.kafka.clients import make_consumer
 
 
 async def read_topics(settings: Settings, topics: Sequence[str], expected: int | None = None,
-                      timeout: float = 30.0, idle: float = 1.5) -> dict[tuple[str, int], list[Any]]:
+                      timeout: float = 30.0, idle: float = 1.5,
+                      isolation_level: str = "read_uncommitted") -> dict[tuple[str, int], list[Any]]:
     """(topic, partition) -> messages in offset order; stops at ``expected`` messages, or after
     ``idle`` seconds without new ones when ``expected`` is None. Fails on ``timeout``."""
-    consumer = make_consumer(settings, group_id=None)
+    consumer = make_consumer(settings, group_id=None, isolation_level=isolation_level)
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout

@@ -50,6 +50,7 @@ async def record(
     """
     from aiokafka.structs import TopicPartition
 
+    from stream_app.kafka.admin import partition_counts
     from stream_app.kafka.clients import make_consumer
 
     started = time.monotonic()
@@ -66,13 +67,14 @@ async def record(
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
     bar = None
     try:
+        # from the admin client: a consumer without subscriptions has no topics in its metadata
+        # cache on Apache Kafka 4.x (partitions_for_topic stays None, see docs/apache-kafka.md)
+        counts = await partition_counts(settings, topics)
         partitions: dict[str, int] = {}
-        await consumer.topics()  # refresh metadata
         for t in topics:
-            parts = consumer.partitions_for_topic(t)
-            if not parts:
+            if not counts.get(t):
                 raise RecordingError(f"topic {t!r} does not exist")
-            partitions[t] = len(parts)
+            partitions[t] = counts[t]
         tps = [TopicPartition(t, p) for t in topics for p in range(partitions[t])]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)

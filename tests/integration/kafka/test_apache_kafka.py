@@ -6,9 +6,7 @@ TRACKER_REQUIRE_KAFKA=1 (CI)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,28 +14,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream_app.kafka.apache import ApacheKafkaCluster
-from stream_app.kafka.apache_jars import KafkaUnavailable, fetch_jars
 
 pytestmark = pytest.mark.kafka
 
 WAIT_S = 180.0  # only ever a bound on waiting; verdicts never depend on it
 
 
-def require_kafka() -> None:
-    """Skip without java/mvn, unless TRACKER_REQUIRE_KAFKA=1 forbids it."""
-    try:
-        fetch_jars()
-    except KafkaUnavailable as exc:
-        if os.environ.get("TRACKER_REQUIRE_KAFKA") == "1":
-            pytest.fail(f"{exc}; TRACKER_REQUIRE_KAFKA=1 forbids skipping")
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafkaCluster]:
-    require_kafka()
-    with ApacheKafkaCluster(brokers=3, log_dir=tmp_path_factory.mktemp("kafka-logs")) as cluster:
-        yield cluster
+@pytest.fixture
+def kafka(kafka_cluster: ApacheKafkaCluster) -> ApacheKafkaCluster:
+    """The session's 3-node cluster (tests/conftest.py), shared with the streaming tests."""
+    return kafka_cluster
 
 
 async def create_topic(url: str, name: str, partitions: int, **configs: str) -> None:

@@ -19,7 +19,7 @@ from tests.conftest import shared_data
 from tests.support.expected import taobao_events
 from tests.support.streaming import WorkerProcess, json_values, produce, read_topic
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
 DAY = 86_400_000
 
 

@@ -24,7 +24,7 @@ from stream_app.service.records import DEAD_LETTER_KEEP_BYTES
 from tests.support.hostile import TS0, TYPES, Record, draw_hostile
 from tests.support.streaming import WorkerProcess, read_topic
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
 N_VALID, N_HOSTILE = 10_000, 10_050  # a few hostile ones may be dropped below
 Coords = tuple[str, int, int]
 

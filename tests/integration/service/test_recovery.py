@@ -18,9 +18,16 @@ from stream_app.kafka.embedded import free_port
 from stream_app.service.metrics import scrape
 from tests.conftest import shared_data
 from tests.support.expected import assert_state_matches, assert_windows_match, expected_by_user, taobao_events
-from tests.support.streaming import WorkerProcess, json_values, local_states, produce, read_topic
+from tests.support.streaming import (
+    WorkerProcess,
+    json_values,
+    local_states,
+    produce,
+    read_topic,
+    wait_until_group_splits,
+)
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
 
 
 def fresh(settings: Settings, suffix: str, tmp_path: Path) -> Settings:
@@ -86,6 +93,9 @@ def test_two_workers_split_partitions_and_hand_over_state(settings: Settings, tm
     a.start()
     b.start()
     try:
+        # both workers in the group, each with partitions, before any event: a worker alone would
+        # take every partition and keep users of the partitions it later hands over
+        wait_until_group_splits([a, b])
         asyncio.run(produce(settings, events[:half]))
         asyncio.run(wait_until_applied(settings, events[:half]))
         held_a = local_partitions(a.settings)

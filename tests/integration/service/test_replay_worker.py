@@ -14,7 +14,7 @@ from stream_app.tools.generate import DAY_MS, WorkloadSpec, write_workload_recor
 from stream_app.tools.replay import ReplayOptions, replay
 from tests.support.streaming import WorkerProcess, local_states, values_by_user
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
 
 
 def test_replay_speed_does_not_change_worker_outputs(settings: Settings, tmp_path: Path) -> None:

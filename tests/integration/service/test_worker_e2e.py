@@ -24,7 +24,7 @@ from tests.support.streaming import (
     read_topic,
 )
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
 
 
 def test_taobao_end_to_end(settings: Settings, tmp_path: Path) -> None:

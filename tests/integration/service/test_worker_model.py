@@ -25,7 +25,7 @@ from tests.support.artifacts import tiny_artifact
 from tests.support.expected import CODE, taobao_events
 from tests.support.streaming import WorkerProcess, produce, read_topic
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
 L = 8
 K = 10
 

@@ -28,6 +28,8 @@ from stream_app.tools.recording import (
 from tests.support import ROOT
 from tests.support.streaming import produce_mixed
 
+pytestmark = pytest.mark.both_engines  # the tests that need a broker (tests/conftest.py)
+
 
 def read_all(path: Path) -> tuple[list[RecordedRecord], RecordingReader]:
     reader = RecordingReader(path)

@@ -20,7 +20,7 @@ from stream_app.tools.replay import ReplayOptions, replay
 from tests.support.streaming import produce_mixed
 from tests.support.topic_reader import read_topics
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
 
 
 def renamed(settings: Settings, topics: list[str], suffix: str) -> dict[str, str]:
