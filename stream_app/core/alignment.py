@@ -35,7 +35,10 @@ No timer lets an event pass a source that holds unread records: a source that is
 last known highwater lies past what this process has read, or nothing is known of it yet) holds the
 merge for as long as it takes, so a backlog is merged in event time however the consumer schedules
 its fetches. Only a source that looks *idle* (caught up as of a fetch older than the head) is passed
-after ``max_wait_s`` without a fresher fetch, counted as ``idle``.
+after ``max_wait_s`` without a fresher fetch, counted as ``idle``. A last resort against a stall: a
+source reported behind that has delivered nothing for ``stall_s`` while the head waited as long
+(seen intermittently on a 3-node Apache Kafka, cause not found yet) is passed too, counted as
+``stalled`` and logged by the caller: liveness over order, visibly.
 """
 
 from __future__ import annotations
@@ -70,14 +73,16 @@ class EventTimeMerge(Generic[T]):
 
     def __init__(self, topic_rank: dict[str, int], source: SourceOf, max_wait_s: float,
                  clock: Callable[[], float] = time.time,
-                 on_release: Callable[[str], None] | None = None):
+                 on_release: Callable[[str], None] | None = None, stall_s: float = 60.0):
         self.topic_rank = topic_rank
         self.source = source
-        self.max_wait_s = max_wait_s
+        self.max_wait_s, self.stall_s = max_wait_s, stall_s
         self.clock = clock
         self.on_release = on_release
         self._queues: dict[tuple[str, int], deque[tuple[SortKey, float, T]]] = {}
         self._blocked_since: dict[int, float] = {}
+        self._last_add: dict[tuple[str, int], float] = {}  # when a source last delivered an event
+        self._started = clock()
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
@@ -87,6 +92,7 @@ class EventTimeMerge(Generic[T]):
         key = (ts, self.topic_rank[topic], offset)
         arrived = self.clock() if arrived is None else arrived
         self._queues.setdefault((topic, partition), deque()).append((key, arrived, item))
+        self._last_add[(topic, partition)] = arrived
 
     def drop_partitions(self, keep: set[tuple[str, int]]) -> list[T]:
         """Forget queues of revoked partitions (their events will be re-read by their new owner)."""
@@ -112,6 +118,7 @@ class EventTimeMerge(Generic[T]):
                 best = min(held, key=lambda tp: self._queues[tp][0][0])
                 arrived = self._queues[best][0][1]
                 behind = idle = False
+                stalled = now - arrived >= self.stall_s
                 for tp in heads:
                     if self._queues.get(tp):
                         continue
@@ -120,12 +127,16 @@ class EventTimeMerge(Generic[T]):
                     view = as_of[tp]
                     if view.behind:
                         behind = True
+                        stalled &= now - self._last_add.get(tp, self._started) >= self.stall_s
                     elif view.caught_up_at is None or view.caught_up_at <= arrived:
                         idle = True  # caught up as of an older fetch: a newer one is needed
-                if behind:
+                if behind and stalled:
                     self._blocked_since.pop(p, None)
-                    break  # unread records may hold an earlier event: wait for them, however long
-                if idle:
+                    how = "stalled"
+                elif behind:
+                    self._blocked_since.pop(p, None)
+                    break  # unread records may hold an earlier event: wait for them
+                elif idle:
                     since = self._blocked_since.setdefault(p, now)
                     if now - since < self.max_wait_s:
                         break

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         "that looks idle (caught up as of an older fetch) may hold the others; a partition with "
         "unread records holds them until it is read",
     )
+    align_stall_s: float = Field(
+        60.0, gt=0, description="last resort of the event-time merge: an input partition reported "
+        "behind that delivered nothing for this long, while an event waited as long, is passed "
+        "(tracker_aligned_events{how=\"stalled\"}, logged)",
+    )
     model_dir: Path | None = Field(None, description="model artifact directory (attention model)")
     model_cache_users: int = Field(
         10_000, ge=0, description="users whose cached keys/values the worker keeps in memory"

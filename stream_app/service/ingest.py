@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ from stream_app.service import compat, metrics
 from stream_app.service.records import Envelope, Source, dead_letter, partition_for_user
 from stream_app.service.sender import OutputRecord, Outputs, RecordSender
 
+log = logging.getLogger(__name__)
 
 def source_of(ev: EventT) -> Source:
     msg = ev.message
@@ -37,10 +39,17 @@ class Ingest:
         self.last_offset: dict[tuple[str, int], int] = {}
         self.merge: EventTimeMerge[tuple[EventT, Event, float]] = EventTimeMerge(
             rank, self.source_view, settings.align_max_wait_s, clock=time.time,
-            on_release=lambda how: metrics.ALIGNED_EVENTS.labels(how).inc())
+            on_release=self._released, stall_s=settings.align_stall_s)
         self.lock = asyncio.Lock()
         self.digest_only = settings.dead_letter_values == "digest"
         self.pseudonyms = pseudonyms_for(settings)
+
+    @staticmethod
+    def _released(how: str) -> None:
+        metrics.ALIGNED_EVENTS.labels(how).inc()
+        if how == "stalled":
+            log.warning("event-time merge: an input partition reported behind delivered nothing for "
+                        "TRACKER_ALIGN_STALL_S; passing it (order may vary)")
 
     def source_view(self, topic: str, partition: int) -> SourceView:
         """What the consumer knows of an input partition with nothing buffered (see alignment.py)."""

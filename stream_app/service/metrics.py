@@ -27,7 +27,8 @@ USERS_TRACKED = Gauge("tracker_users_tracked", "Users whose state this worker ho
 ALIGNED_EVENTS = Counter(
     "tracker_aligned_events",
     "Input events forwarded by the event-time merge: 'aligned' (every empty source caught up) or "
-    "'idle' (passed a source that looked idle for TRACKER_ALIGN_MAX_WAIT_S without a fresh fetch)",
+    "'idle' (passed a source that looked idle for TRACKER_ALIGN_MAX_WAIT_S without a fresh fetch) or "
+    "'stalled' (passed a source reported behind that delivered nothing for TRACKER_ALIGN_STALL_S)",
     ["how"],
 )
 WATERMARK = Gauge("tracker_watermark_ms", "Event-time watermark per partition", ["partition"])

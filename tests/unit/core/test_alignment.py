@@ -52,15 +52,19 @@ def test_equal_times_break_ties_by_topic_then_offset() -> None:
     assert merge.ready(now=0.0) == ["c", "b7", "b8", "p"]
 
 
-def test_never_passes_a_source_with_unread_records_however_long_it_waits() -> None:
-    """Under a backlog a source can go unfetched for long: no timer may let events pass it."""
+def test_passes_a_source_with_unread_records_only_once_it_stalled() -> None:
+    """Under a backlog a source can go unfetched for a while: the max_wait timer never lets events
+    pass it; only a source that delivered nothing for stall_s, while the head waited as long, is."""
     released: list[str] = []
     merge: EventTimeMerge[str] = EventTimeMerge(RANK, lambda t, p: BEHIND, max_wait_s=2,
-                                                on_release=released.append)
+                                                on_release=released.append, stall_s=60, clock=lambda: 0.0)
     merge.add("browses", 0, ts=1, offset=0, item="b", arrived=0.0)
-    for now in (1.0, 10.0, 1000.0):
+    for now in (1.0, 10.0, 59.0):
         assert merge.ready(now=now) == []
-    assert released == []
+    merge.add("clicks", 0, ts=5, offset=0, item="c", arrived=30.0)
+    # purchases, behind, delivered nothing for 61 s and b waited as long: passed; c waited 31 s only
+    assert merge.ready(now=61.0) == ["b"]
+    assert released == ["stalled"]
 
 
 def test_passes_an_idle_source_after_max_wait_and_drops_revoked_partitions() -> None:
