@@ -8,10 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_data
 
-from export.prepare import PreparedData, prepare
-from export.splits import SplitSpec
+from export.prepare import PreparedData
 from stream_app.model.ann import ItemIndex, exact_top_k
 from stream_app.model.answers import Predictions
 from stream_app.model.artifact import ArtifactError
@@ -19,20 +17,7 @@ from stream_app.model.features import FeatureSpec, encode_appended, encode_windo
 from stream_app.model.kv_cache import KVCache
 from stream_app.model.providers import cuda_usable
 from stream_app.model.runtime import ModelRuntime
-from tests.support.artifacts import tiny_artifact
-
-L = 8
-
-
-@pytest.fixture(scope="module")
-def data() -> PreparedData:
-    path = shared_data("taobao/UserBehavior_10k.csv")
-    return prepare(path, SplitSpec("time"), FeatureSpec(window_length=L), min_item_count=2, progress=False)
-
-
-@pytest.fixture(scope="module")
-def artifact(data: PreparedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_artifact(data, tmp_path_factory.mktemp("artifact"))
+from tests.unit.model.conftest import L
 
 
 def test_incremental_updates_equal_full_recompute(data: PreparedData, artifact: Path) -> None:

@@ -7,28 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_data
 
-from export.prepare import PreparedData, prepare
-from export.splits import SplitSpec
+from export.prepare import PreparedData
 from stream_app.core.recommender import RecommendationRequest
-from stream_app.model.features import FeatureSpec
 from stream_app.model.runtime import ModelRuntime
 from stream_app.model.serving import ModelRecommender
-from tests.support.artifacts import tiny_artifact
-
-L = 8
-
-
-@pytest.fixture(scope="module")
-def data() -> PreparedData:
-    path = shared_data("taobao/UserBehavior_10k.csv")
-    return prepare(path, SplitSpec("time"), FeatureSpec(window_length=L), min_item_count=2, progress=False)
-
-
-@pytest.fixture(scope="module")
-def artifact(data: PreparedData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_artifact(data, tmp_path_factory.mktemp("artifact"))
+from tests.unit.model.conftest import L
 
 
 def _request(user: bytes, hist: list, n: int, window: list | None = None) -> RecommendationRequest:
