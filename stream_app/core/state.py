@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import math
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgpack
@@ -170,15 +172,11 @@ class UserState:
     def top_interests(self, at_ts: int, policy: StatePolicy, n: int = 5) -> list[tuple[str, float]]:
         """Strongest categories (long-term) with their strength decayed to ``at_ts``."""
         rate = policy.decay_rate
-        scored = [(c, self.strength(c, at_ts, rate)) for c in self.interests]
-        scored.sort(key=lambda cs: (-cs[1], cs[0]))
-        return scored[:n]
+        return _strongest(((c, self.strength(c, at_ts, rate)) for c in self.interests), n)
 
     def top_short_interests(self, at_ts: int, policy: StatePolicy, n: int = 5) -> list[tuple[str, float]]:
         """Strongest categories of the last days (short-term horizon) at ``at_ts``."""
-        scored = [(c, self.short_strength(c, at_ts, policy)) for c in self.interests]
-        scored.sort(key=lambda cs: (-cs[1], cs[0]))
-        return scored[:n]
+        return _strongest(((c, self.short_strength(c, at_ts, policy)) for c in self.interests), n)
 
     def typical_gap_ms(self) -> int | None:
         """Median gap between the window's distinct event times (None before two of them).
@@ -239,3 +237,9 @@ class UserState:
             ],
             "churn_warned_at": self.churn_warned_at or None,
         }
+
+
+def _strongest(scored: Iterable[tuple[str, float]], n: int) -> list[tuple[str, float]]:
+    """The ``n`` strongest (category, strength), ties by category: a partial selection, not a sort
+    of the whole profile (which may hold up to MAX_CATEGORIES), on every event."""
+    return heapq.nsmallest(n, scored, key=lambda cs: (-cs[1], cs[0]))
