@@ -52,18 +52,23 @@ def changelog_latest(settings: Settings) -> dict[bytes, bytes | None]:
     return {k: r.value for k, r in latest_by_key(records).items()}
 
 
+def feed_pair(a: WorkerProcess, b: WorkerProcess, settings: Settings, events: list[Event]) -> None:
+    """Start both workers, apply ``events`` and wait until both serve the profile API."""
+    a.start()
+    b.start()
+    asyncio.run(produce(settings, events))
+    asyncio.run(wait_until_applied(settings, events))
+    wait_ready([a.settings.web_port, b.settings.web_port], settle_s=3)
+
+
 def test_erasure_leaves_nothing_and_a_later_event_starts_afresh(settings: Settings,
                                                                   tmp_path: Path) -> None:
     events = taobao_events(shared_data("taobao/UserBehavior_head84k.csv"), limit=4000)
     a, b = two_workers(settings, tmp_path)
     ports = [a.settings.web_port, b.settings.web_port]
     users = sorted({e.user_id for e in events})
-    a.start()
-    b.start()
     try:
-        asyncio.run(produce(settings, events))
-        asyncio.run(wait_until_applied(settings, events))
-        wait_ready(ports, settle_s=3)
+        feed_pair(a, b, settings, events)
         owner = {u: get(ports[0], user_path(u))[2]["X-Tracker-Served-By"] for u in users}
         # one victim per worker: one erased with the CLI, one by a raw request
         by_cli = users[0]
@@ -123,12 +128,8 @@ def test_erasure_after_a_rebalance_reaches_a_stale_copy(settings: Settings, tmp_
     a, b = two_workers(settings, tmp_path)
     ports = [a.settings.web_port, b.settings.web_port]
     users = sorted({e.user_id for e in events})
-    a.start()
-    b.start()
     try:
-        asyncio.run(produce(settings, events))
-        asyncio.run(wait_until_applied(settings, events))
-        wait_ready(ports, settle_s=3)
+        feed_pair(a, b, settings, events)
         a_parts = set(get(ports[0], "/ready")[1]["partitions"])
         victim = next(u for u in users if partition_for_user(u.encode(), settings.partitions) in a_parts)
         a.kill()  # b takes a's partitions over; a's RocksDB keeps a stale copy of the victim
