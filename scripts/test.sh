@@ -9,4 +9,4 @@ python3 -m venv .venv
 .venv/bin/ruff check stream_app export tests benchmarks
 .venv/bin/lint-imports          # the layer contracts in pyproject.toml
 .venv/bin/mypy                  # types of stream_app
-.venv/bin/python -m pytest -ra "$@"
+.venv/bin/python -m pytest -ra --durations=25 "$@"   # the 25 slowest, for the suite's time budget

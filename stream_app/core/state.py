@@ -204,20 +204,20 @@ class UserState:
 
     @classmethod
     def decode(cls, data: bytes) -> UserState:
+        # tuples throughout (cheaper than lists: window entries are tuples anyway)
         (version, window, flat, counts, first_ts, last_ts, ids, id_ts,
-         warned) = msgpack.unpackb(data, use_list=True)
+         warned) = msgpack.unpackb(data, use_list=False)
         if version not in (1, FORMAT_VERSION):
             raise ValueError(f"user state format {version} is not {FORMAT_VERSION}")
         step = 3 if version == 1 else 4
-        interests = {flat[i]: [flat[i + 1], flat[i + 2]] for i in range(0, len(flat), step)}
-        short = {flat[i]: flat[i + (1 if version == 1 else 3)] for i in range(0, len(flat), step)}
+        cats = flat[0::step]
+        interests = {c: [v, r] for c, v, r in zip(cats, flat[1::step], flat[2::step], strict=True)}
+        short = dict(zip(cats, flat[1::step] if version == 1 else flat[3::step], strict=True))
         recent, recent_ts = array("Q"), array("q")
         recent.frombytes(ids)
         recent_ts.frombytes(id_ts)
-        return cls(
-            [tuple(e) for e in window], interests, counts, first_ts, last_ts, recent, recent_ts,
-            warned, short,
-        )
+        return cls(list(window), interests, list(counts), first_ts, last_ts, recent, recent_ts,
+                   warned, short)
 
     def to_json(self, policy: StatePolicy) -> dict[str, object]:
         """A readable view (for the HTTP endpoint and tests)."""

@@ -135,23 +135,38 @@ def out_of_order(s: Settings, expected: int) -> tuple[int, int]:
     return behind, total
 
 
-def wait_applied(s: Settings, want: int, worker: WorkerProcess, timeout: float = 900) -> float:
-    """Until the worker's counters show ``want`` input records handled; returns the seconds taken."""
-    start = deadline = time.monotonic()
-    deadline += timeout
-    while time.monotonic() < deadline:
+# A run fails when it stops making progress for this long, never for being slow: CI machines differ
+# in speed by several times, and a verdict must not depend on it.
+STALL_S = 600
+
+
+def handled(s: Settings) -> int | None:
+    """Input records the worker has applied or dead-lettered so far (its counters), None while its
+    metrics endpoint does not answer."""
+    try:
+        m = scrape("127.0.0.1", s.metrics_port)
+    except OSError:
+        return None
+    return int(sum(v for (n, _), v in m.items()
+                   if n in ("tracker_events_total", "tracker_dead_letters_total")))
+
+
+def wait_applied(s: Settings, want: int, worker: WorkerProcess) -> float:
+    """Until the worker's counters show ``want`` input records handled; returns the seconds taken.
+    Fails if the count stands still for STALL_S."""
+    start = last_change = time.monotonic()
+    last = -1
+    while True:
         assert worker.alive, worker.log()[-3000:]
-        try:
-            m = scrape("127.0.0.1", s.metrics_port)
-        except OSError:
-            time.sleep(1)
-            continue
-        applied = sum(v for (n, _), v in m.items() if n == "tracker_events_total")
-        dead = sum(v for (n, _), v in m.items() if n == "tracker_dead_letters_total")
-        if applied + dead >= want:
+        n = handled(s)
+        if n is not None and n >= want:
             return time.monotonic() - start
+        if n is not None and n != last:
+            last, last_change = n, time.monotonic()
+        if time.monotonic() - last_change > STALL_S:
+            raise TimeoutError(f"no progress for {STALL_S} s at {last} of {want} records\n"
+                               + worker.log()[-3000:])
         time.sleep(1)
-    raise TimeoutError(worker.log()[-3000:])
 
 
 def full_run(backlog: Backlog, name: str, tmp_path: Path) -> tuple[Settings, float]:
@@ -164,9 +179,9 @@ def full_run(backlog: Backlog, name: str, tmp_path: Path) -> tuple[Settings, flo
     return s, seconds
 
 
-async def wait_recommended(s: Settings, events: int, worker: WorkerProcess, timeout: float) -> int:
+async def wait_recommended(s: Settings, events: int, worker: WorkerProcess) -> int:
     """Read the recommendations topic as it grows until every event triggered one; returns how many
-    recommendations there were (repeats after crashes included)."""
+    recommendations there were (repeats after crashes included). Fails if none arrives for STALL_S."""
     consumer = make_consumer(s, group_id=None)
     await consumer.start()
     try:
@@ -175,10 +190,13 @@ async def wait_recommended(s: Settings, events: int, worker: WorkerProcess, time
         await consumer.seek_to_beginning(*tps)
         seen: set[tuple[bytes, str]] = set()
         total = 0
-        deadline = time.monotonic() + timeout
+        last_change = time.monotonic()
         while len(seen) < events:
-            assert time.monotonic() < deadline and worker.alive, worker.log()[-3000:]
+            assert worker.alive and time.monotonic() - last_change < STALL_S, (
+                f"no recommendation for {STALL_S} s, {len(seen)} of {events} events seen\n"
+                + worker.log()[-3000:])
             for msgs in (await consumer.getmany(timeout_ms=1000, max_records=20_000)).values():
+                last_change = time.monotonic()
                 for m in msgs:
                     seen.add((m.key, orjson.loads(m.value)["trigger"]["event_id"]))
                     total += 1
@@ -198,7 +216,7 @@ def iter_diff(a: dict[bytes, UserState], b: dict[bytes, UserState]) -> Iterator[
             yield user
 
 
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(0)  # STALL_S bounds each wait instead (a slow machine is not a failure)
 def test_backlog_twice_in_order_nothing_lost_same_outputs(backlog: Backlog, tmp_path: Path) -> None:
     recs, churn, dead, states = [], [], [], []
     for name in ("first", "second"):
@@ -229,7 +247,7 @@ def test_backlog_twice_in_order_nothing_lost_same_outputs(backlog: Backlog, tmp_
     assert len(states[0]) == SPEC.users and list(iter_diff(states[0], states[1])) == []
 
 
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(0)  # STALL_S bounds each wait instead (a slow machine is not a failure)
 def test_ten_kills_leave_the_same_state(backlog: Backlog, tmp_path: Path) -> None:
     if backlog.reference is None:
         backlog.reference = local_states(full_run(backlog, "calm", tmp_path)[0])
@@ -252,7 +270,7 @@ def test_ten_kills_leave_the_same_state(backlog: Backlog, tmp_path: Path) -> Non
             print(f"kill {k + 1}{' + RocksDB wiped' if wiped else ''}: ready again after "
                   f"{time.monotonic() - restarted:.1f} s")
         # every valid event applied: recommendations (with the crashes' repeats) cover all of them
-        total = asyncio.run(wait_recommended(s, backlog.valid, worker, timeout=1800))
+        total = asyncio.run(wait_recommended(s, backlog.valid, worker))
         time.sleep(5)  # let the last batch's state be written
     finally:
         worker.stop()
