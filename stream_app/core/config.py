@@ -124,7 +124,14 @@ class Settings(BaseSettings):
         "behind that delivered nothing for this long, while an event waited as long, is passed "
         "(tracker_aligned_events{how=\"stalled\"}, logged)",
     )
-    model_dir: Path | None = Field(None, description="model artifact directory (attention model)")
+    model_dir: Path | None = Field(
+        None, description="attention model: an artifact directory, or a directory of versions (one "
+        "artifact per subdirectory; the newest servable one is served and newer ones are hot-reloaded)",
+    )
+    model_poll_s: float = Field(
+        10.0, gt=0, description="how often a worker looks for a newer model version (when "
+        "TRACKER_MODEL_DIR is a directory of versions)",
+    )
     model_cache_users: int = Field(
         10_000, ge=0, description="users whose cached keys/values the worker keeps in memory"
     )

@@ -175,6 +175,15 @@ def build_app(settings: Settings) -> TrackerApp:
             """Applied once the consumer runs, and again if it is re-created."""
             compat.set_fetch_wait(app, fetch_wait_ms)
 
+    if tracker.reloader is not None and tracker.reloader.versions is not None:
+        @app.task
+        async def reload_model() -> None:
+            """Hot reload from the directory of versions (service/reload.py); a loop sleeping between
+            looks, like forward_held_events, since loading a version may outlast the interval."""
+            while not app.should_stop:
+                await asyncio.sleep(settings.model_poll_s)
+                await tracker.reload_model()
+
     @app.agent(by_user, name="track")
     async def track(stream: faust.StreamT) -> None:
         async for batch in batches(stream):

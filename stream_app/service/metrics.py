@@ -41,6 +41,14 @@ MODEL_UPDATES = Counter(
     ["path"],
 )
 
+MODEL_INFO = Gauge("tracker_model_info", "The recommender in service (1), by name and version",
+                   ["name", "version"])
+MODEL_RELOADS = Counter(
+    "tracker_model_reloads",
+    "Model versions taken into service after start ('loaded') or refused as unservable ('refused')",
+    ["outcome"],
+)
+
 _started: set[tuple[str, int]] = set()
 
 

@@ -33,22 +33,20 @@ from stream_app.service.records import (
     partition_for_user,
     recommendation_value,
 )
+from stream_app.service.reload import ModelReloader
 from stream_app.service.sender import OutputRecord, Outputs, RecordSender
 
 log = logging.getLogger(__name__)
 
 
-def make_recommender(settings: Settings, policy: StatePolicy) -> Recommender:
+def make_recommender(settings: Settings, policy: StatePolicy) -> tuple[Recommender, ModelReloader | None]:
     """The attention model when ``model_dir`` is set (ArtifactError, a clear message, if it cannot
-    be served), else the baseline."""
+    be served), with what reloads it; else the baseline."""
     if settings.model_dir is not None:
-        from stream_app.model.runtime import ModelRuntime
-        from stream_app.model.serving import ModelRecommender
-
-        runtime = ModelRuntime(settings.model_dir, window_length=settings.window_length)
-        return ModelRecommender(runtime, settings.recommendations_k, settings.model_cache_users)
+        reloader = ModelReloader(settings)
+        return reloader.first(), reloader
     catalog = Catalog.from_csv(settings.catalog_path) if settings.catalog_path else None
-    return BaselineRecommender(catalog, settings.recommendations_k, policy)
+    return BaselineRecommender(catalog, settings.recommendations_k, policy), None
 
 
 class Tracker:
@@ -60,13 +58,30 @@ class Tracker:
             settings.window_length, settings.dedupe_memory, settings.late_tolerance_ms,
             settings.interest_half_life_ms, settings.interest_short_half_life_ms,
         )
-        self.recommender = make_recommender(settings, self.policy)
-        self.model_info = {"name": self.recommender.name, "version": self.recommender.version}
+        self.recommender, self.reloader = make_recommender(settings, self.policy)
+        self.model_info = self._serve(self.recommender)
         self.churn = ChurnDetector(settings.churn_min_silence_ms, settings.churn_gap_multiple,
                                    settings.watermark_quorum)
         self.churn_model_info = {"name": "baseline", "version": "silence-vs-usual-gap"}
         self.latest = LatestRecommendations(settings.model_cache_users)  # for the profile API
         self.erasures = Erasures(self)
+
+    def _serve(self, recommender: Recommender) -> dict[str, str]:
+        info = {"name": recommender.name, "version": recommender.version}
+        metrics.MODEL_INFO.clear()
+        metrics.MODEL_INFO.labels(info["name"], info["version"]).set(1)
+        return info
+
+    async def reload_model(self) -> None:
+        """Take a newer model version into service, if one was published (service/reload.py). Runs
+        on the event loop between batches: the swap below has no await, so a batch never sees two
+        models."""
+        if self.reloader is None:
+            return
+        model = await self.reloader.newer()
+        if model is not None:
+            self.recommender = model
+            self.model_info = self._serve(model)
 
     # --- state access --------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """The worker serving the attention model: every recommendation equals what ONNX Runtime computes
 from the full window of the same history (so the cached one-event steps inside the worker are
-right), and an artifact the worker cannot serve is refused with a clear message."""
+right), an artifact the worker cannot serve is refused with a clear message, and a new version in
+a directory of versions is taken into service without a restart (hot reload)."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import orjson
@@ -86,3 +88,71 @@ def test_worker_refuses_an_artifact_it_cannot_serve(settings: Settings, artifact
     assert not worker.alive, "the worker must not start with an artifact it cannot serve"
     assert worker.proc is not None and worker.proc.returncode != 0
     assert "window length 8" in worker.log() and "TRACKER_WINDOW_LENGTH" in worker.log()
+
+
+def publish(artifact: Path, versions: Path, name: str, *, servable: bool = True) -> Path:
+    """Copy ``artifact`` into the directory of versions as ``name`` the way the docs say: written
+    under a hidden name, then renamed. Unservable: a schema version this code does not serve."""
+    hidden = versions / f".{name}.tmp"
+    shutil.copytree(artifact, hidden)
+    meta = orjson.loads((hidden / "metadata.json").read_bytes())
+    meta["model_version"] = f"reload-{name}"
+    if not servable:
+        meta["schema_version"] = 99
+    (hidden / "metadata.json").write_bytes(orjson.dumps(meta))
+    return hidden.rename(versions / name)
+
+
+def wait_for_sample(port: int, sample: tuple[str, tuple[tuple[str, str], ...]], worker: WorkerProcess,
+                    timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while scrape("127.0.0.1", port).get(sample, 0) < 1:
+        assert worker.alive and time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.5)
+
+
+def test_worker_hot_reloads_a_new_model_version_and_refuses_a_bad_one(
+        settings: Settings, artifact: Path, tmp_path: Path) -> None:
+    """A directory of versions: the worker serves v1, takes v2 into service without a restart
+    (every output after the swap carries v2, the metric says so), refuses a broken v3 with one log
+    line and goes on serving v2."""
+    versions = tmp_path / "models"
+    versions.mkdir()
+    publish(artifact, versions, "v1")
+    port = free_port()
+    settings = settings.model_copy(update={"model_dir": versions, "window_length": L,
+                                           "metrics_port": port, "model_poll_s": 0.5})
+    events = taobao_events(shared_data("taobao/UserBehavior_10k.csv"), limit=900)
+    parts = [events[:300], events[300:600], events[600:]]
+
+    def versions_of(part: list) -> Counter[str]:
+        ids = {e.event_id for e in part}
+        recs = asyncio.run(read_topic(settings, settings.topic_recommendations, idle_s=2))
+        return Counter(orjson.loads(r.value)["model"]["version"] for r in recs
+                       if orjson.loads(r.value)["trigger"]["event_id"] in ids)
+
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        asyncio.run(produce(settings, parts[0]))
+        asyncio.run(read_topic(settings, settings.topic_recommendations, expect=300))
+        assert versions_of(parts[0]) == {"reload-v1": 300}
+        publish(artifact, versions, "v2")
+        wait_for_sample(port, ("tracker_model_info", (("name", "attention"), ("version", "reload-v2"))),
+                        worker)
+        asyncio.run(produce(settings, parts[1]))
+        asyncio.run(read_topic(settings, settings.topic_recommendations, expect=600))
+        assert versions_of(parts[1]) == {"reload-v2": 300}
+        publish(artifact, versions, "v3", servable=False)
+        wait_for_sample(port, ("tracker_model_reloads_total", (("outcome", "refused"),)), worker)
+        asyncio.run(produce(settings, parts[2]))
+        asyncio.run(read_topic(settings, settings.topic_recommendations, expect=900))
+        assert versions_of(parts[2]) == {"reload-v2": 300}
+        metrics = scrape("127.0.0.1", port)
+        assert worker.alive
+    finally:
+        worker.stop()
+    assert metrics[("tracker_model_reloads_total", (("outcome", "loaded"),))] == 1
+    assert metrics[("tracker_model_info", (("name", "attention"), ("version", "reload-v2")))] == 1
+    assert ("tracker_model_info", (("name", "attention"), ("version", "reload-v1"))) not in metrics
+    log = worker.log()
+    assert "model version v3 refused, still serving v2" in log and "schema version 99" in log
