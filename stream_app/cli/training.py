@@ -1,86 +1,161 @@
-"""Training commands: train, export, evaluate (the offline side, in export/)."""
+"""Training commands: train, retrain, export, evaluate (the offline side, in export/)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
 from stream_app.cli.group import main
+from stream_app.cli.options import settings_options
 from stream_app.cli.tools import DATASET_KINDS
+from stream_app.core.config import Settings
+
+
+@dataclass
+class Recipe:
+    """The training recipe from the command line (export's SplitSpec and TrainConfig)."""
+
+    split: Any
+    cfg: Any
+    min_item_count: int
+    kind: str | None
+
+
+RECIPE_OPTIONS = (
+    click.option("--kind", type=click.Choice(DATASET_KINDS), default=None,
+                 help="dataset format; detected from the file's content when omitted"),
+    click.option("--valid-fraction", type=float, default=0.1, show_default=True),
+    click.option("--test-fraction", type=float, default=0.1, show_default=True),
+    click.option("--horizon-hours", type=float, default=168.0, show_default=True,
+                 help="churn horizon H: no event within H after the newest one"),
+    click.option("--min-item-count", type=int, default=5, show_default=True,
+                 help="rarer items share UNKNOWN (time split) or are dropped (leave-one-out)"),
+    click.option("--exclude-history/--keep-history", default=True, show_default=True,
+                 help="item ranking excludes the user's past items"),
+    click.option("--early-stop", default="item_ndcg@10", show_default=True,
+                 help="validation metric: item_ndcg@10, category_ndcg@10 or churn_roc_auc"),
+    click.option("--category-weight", type=float, default=0.5, show_default=True,
+                 help="weight of the next-category loss (the item loss has weight 1)"),
+    click.option("--churn-weight", type=float, default=0.5, show_default=True),
+    click.option("--epochs", type=int, default=60, show_default=True),
+    click.option("--patience", type=int, default=5, show_default=True),
+    click.option("--batch-size", type=int, default=128, show_default=True),
+    click.option("--lr", type=float, default=1e-3, show_default=True),
+    click.option("--d-model", type=int, default=64, show_default=True),
+    click.option("--layers", type=int, default=2, show_default=True),
+    click.option("--heads", type=int, default=2, show_default=True),
+    click.option("--dropout", type=float, default=0.2, show_default=True),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--threads", type=int, default=2, show_default=True),
+    click.option("--max-minutes", type=float, default=None, help="stop training after this wall time"),
+)
+
+
+def recipe_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The training recipe's options (one definition for train and retrain); the command receives
+    them as ``recipe_args`` for :func:`make_recipe`."""
+
+    names: list[str] = []
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        return fn(recipe_args={name: kwargs.pop(name) for name in names}, **kwargs)
+
+    for option in reversed(RECIPE_OPTIONS):
+        wrapper = option(wrapper)
+    names.extend(p.name for p in wrapper.__click_params__)  # type: ignore[attr-defined]  # only these yet
+    return wrapper
+
+
+def make_recipe(data: Path, split_kind: str, a: dict[str, Any]) -> Recipe:
+    from export.splits import SplitSpec
+    from export.train import TrainConfig
+    from stream_app.tools.datasets import detect_kind
+
+    try:
+        kind = a["kind"] or detect_kind(data)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="DATA") from exc
+    split = SplitSpec(split_kind.replace("-", "_"), a["valid_fraction"], a["test_fraction"],
+                      int(a["horizon_hours"] * 3_600_000))
+    cfg = TrainConfig(d_model=a["d_model"], n_layers=a["layers"], n_heads=a["heads"], d_ff=4 * a["d_model"],
+                      dropout=a["dropout"], category_weight=a["category_weight"],
+                      churn_weight=a["churn_weight"], epochs=a["epochs"], batch_size=a["batch_size"],
+                      lr=a["lr"], patience=a["patience"], early_stop_metric=a["early_stop"],
+                      exclude_history=a["exclude_history"], seed=a["seed"], threads=a["threads"],
+                      max_minutes=a["max_minutes"])
+    return Recipe(split, cfg, a["min_item_count"], kind)
 
 
 @main.command()
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="model artifact directory to write")
-@click.option("--kind", type=click.Choice(DATASET_KINDS), default=None,
-              help="dataset format; detected from the file's content when omitted")
 @click.option("--split", "split_kind", type=click.Choice(["time", "leave-one-out"]), default="time",
               show_default=True)
-@click.option("--valid-fraction", type=float, default=0.1, show_default=True)
-@click.option("--test-fraction", type=float, default=0.1, show_default=True)
-@click.option("--horizon-hours", type=float, default=168.0, show_default=True,
-              help="churn horizon H: no event within H after the newest one")
 @click.option("--window-length", type=int, default=50, show_default=True, help="L (the worker's window)")
-@click.option("--min-item-count", type=int, default=5, show_default=True,
-              help="rarer items share UNKNOWN (time split) or are dropped (leave-one-out)")
-@click.option("--exclude-history/--keep-history", default=True, show_default=True,
-              help="item ranking excludes the user's past items")
-@click.option("--early-stop", default="item_ndcg@10", show_default=True,
-              help="validation metric: item_ndcg@10, category_ndcg@10 or churn_roc_auc")
-@click.option("--category-weight", type=float, default=0.5, show_default=True,
-              help="weight of the next-category loss (the item loss has weight 1)")
-@click.option("--churn-weight", type=float, default=0.5, show_default=True)
-@click.option("--epochs", type=int, default=60, show_default=True)
-@click.option("--patience", type=int, default=5, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--d-model", type=int, default=64, show_default=True)
-@click.option("--layers", type=int, default=2, show_default=True)
-@click.option("--heads", type=int, default=2, show_default=True)
-@click.option("--dropout", type=float, default=0.2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=2, show_default=True)
-@click.option("--max-minutes", type=float, default=None, help="stop training after this wall time")
 @click.option("--report-dir", type=click.Path(path_type=Path), default=None,
               help="where report.json/.md/.png go (default OUT/report)")
-def train(data: Path, out_dir: Path, kind: str | None, split_kind: str, valid_fraction: float,
-          test_fraction: float, horizon_hours: float, window_length: int, min_item_count: int,
-          exclude_history: bool, early_stop: str, category_weight: float, churn_weight: float,
-          epochs: int, patience: int, batch_size: int, lr: float,
-          d_model: int, layers: int, heads: int, dropout: float, seed: int, threads: int,
-          max_minutes: float | None, report_dir: Path | None) -> None:
+@recipe_options
+def train(data: Path, out_dir: Path, split_kind: str, window_length: int, report_dir: Path | None,
+          recipe_args: dict[str, Any]) -> None:
     """Train the attention model on DATA, export it to ONNX (with a parity check) and evaluate it
     against the baselines on the test split."""
     from export.data import NoEvents
     from export.pipeline import run_train
-    from export.splits import SplitSpec
-    from export.train import TrainConfig
     from stream_app.model.features import FeatureSpec
-    from stream_app.tools.datasets import detect_kind
 
-    try:
-        kind = kind or detect_kind(data)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="DATA") from exc
-
+    r = make_recipe(data, split_kind, recipe_args)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    split = SplitSpec(split_kind.replace("-", "_"), valid_fraction, test_fraction,
-                      int(horizon_hours * 3_600_000))
-    cfg = TrainConfig(d_model=d_model, n_layers=layers, n_heads=heads, d_ff=4 * d_model, dropout=dropout,
-                      category_weight=category_weight, churn_weight=churn_weight,
-                      epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                      early_stop_metric=early_stop, exclude_history=exclude_history, seed=seed,
-                      threads=threads, max_minutes=max_minutes)
     try:
-        md = run_train(data, out_dir, split, FeatureSpec(window_length=window_length), cfg, min_item_count,
-                       report_dir, kind)
+        md = run_train(data, out_dir, r.split, FeatureSpec(window_length=window_length), r.cfg,
+                       r.min_item_count, report_dir, r.kind)
     except NoEvents as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(md.read_text())
     click.echo(f"artifact: {out_dir}  report: {md.parent}")
+
+
+@main.command()
+@settings_options
+@click.argument("data", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--margin", type=float, default=0.002, show_default=True,
+              help="publish only if the candidate's item NDCG@10 beats the serving version's by this")
+@click.option("--idle", type=float, default=2.0, show_default=True,
+              help="without DATA: the input topics are recorded until nothing arrives for this long")
+@recipe_options
+def retrain(settings: Settings, data: Path | None, margin: float, idle: float,
+            recipe_args: dict[str, Any]) -> None:
+    """Train on the newest data (DATA: a recording or dataset file; default: a recording of the
+    input topics made now), evaluate against the version in service (TRACKER_MODEL_DIR, a directory
+    of versions) on the newest events, and publish it there only if it wins by --margin: workers
+    hot-reload it (docs/model.md)."""
+    from export.data import NoEvents
+    from export.retrain import retrain as run_retrain
+    from stream_app.tools.recording import record as record_topics
+
+    if settings.model_dir is None:
+        raise click.UsageError("--model-dir (TRACKER_MODEL_DIR): the workers' directory of versions")
+    with tempfile.TemporaryDirectory(prefix="retrain-data-") as tmp:
+        if data is None:
+            data = Path(tmp) / "inputs.rec.zst"
+            click.echo(asyncio.run(record_topics(settings, list(settings.event_topics()), data,
+                                                 idle_s=idle)).line())
+        r = make_recipe(data, "time", recipe_args)
+        try:
+            result = run_retrain(data, settings.model_dir, r.split, r.cfg, r.min_item_count,
+                                 settings.window_length, margin, r.kind)
+        except NoEvents as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(result.line())
 
 
 @main.command("export")

@@ -6,7 +6,6 @@ a directory of versions is taken into service without a restart (hot reload)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -14,30 +13,19 @@ from pathlib import Path
 import orjson
 import pytest
 
-from export.prepare import prepare
-from export.splits import SplitSpec
 from stream_app.core.config import Settings
 from stream_app.core.schemas import validator
 from stream_app.kafka.embedded import free_port
-from stream_app.model.features import FeatureSpec
 from stream_app.model.runtime import ModelRuntime
 from stream_app.service.metrics import scrape
 from tests.conftest import shared_data
-from tests.support.artifacts import tiny_artifact
+from tests.integration.conftest import L
+from tests.support.artifacts import publish
 from tests.support.expected import CODE, taobao_events
 from tests.support.streaming import WorkerProcess, produce, read_topic
 
 pytestmark = [pytest.mark.broker, pytest.mark.both_engines]
-L = 8
 K = 10
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny model over real vocabularies (serving mechanics, not quality)."""
-    data = prepare(shared_data("taobao/UserBehavior_10k.csv"), SplitSpec("time"),
-                   FeatureSpec(window_length=L), min_item_count=2, progress=False)
-    return tiny_artifact(data, tmp_path_factory.mktemp("artifact"))
 
 
 def test_worker_recommendations_equal_full_window_inference(
@@ -88,19 +76,6 @@ def test_worker_refuses_an_artifact_it_cannot_serve(settings: Settings, artifact
     assert not worker.alive, "the worker must not start with an artifact it cannot serve"
     assert worker.proc is not None and worker.proc.returncode != 0
     assert "window length 8" in worker.log() and "TRACKER_WINDOW_LENGTH" in worker.log()
-
-
-def publish(artifact: Path, versions: Path, name: str, *, servable: bool = True) -> Path:
-    """Copy ``artifact`` into the directory of versions as ``name`` the way the docs say: written
-    under a hidden name, then renamed. Unservable: a schema version this code does not serve."""
-    hidden = versions / f".{name}.tmp"
-    shutil.copytree(artifact, hidden)
-    meta = orjson.loads((hidden / "metadata.json").read_bytes())
-    meta["model_version"] = f"reload-{name}"
-    if not servable:
-        meta["schema_version"] = 99
-    (hidden / "metadata.json").write_bytes(orjson.dumps(meta))
-    return hidden.rename(versions / name)
 
 
 def wait_for_sample(port: int, sample: tuple[str, tuple[tuple[str, str], ...]], worker: WorkerProcess,
