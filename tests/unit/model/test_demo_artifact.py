@@ -53,3 +53,16 @@ print(runtime.version, len(window), len(answer.top_items[0]), "torch" in sys.mod
     version, n_window, n_items, torch = out.stdout.split()
     assert version.startswith("demo-") and int(n_window) == 10 and int(n_items) == 5
     assert torch == "None"  # torch stayed blocked: nothing needed it
+
+
+def test_demo_picks_the_packaged_model_unless_told_otherwise(tmp_path: Path) -> None:
+    from stream_app.core.config import Settings
+    from stream_app.tools.demo import demo_model_dir
+
+    base = Settings.model_validate({})
+    assert demo_model_dir(base, None, no_model=False) == DEMO_ARTIFACT_DIR
+    assert demo_model_dir(base, None, no_model=True) is None  # --no-model: the baseline
+    assert demo_model_dir(base, "ratings.dat", no_model=False) is None  # its items are unknown to it
+    mine = base.model_copy(update={"model_dir": tmp_path})
+    assert demo_model_dir(mine, None, no_model=False) == tmp_path
+    assert demo_model_dir(mine, "ratings.dat", no_model=False) == tmp_path
