@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e .
-exec .venv/bin/interest-tracker demo --duration 120 "$@"
+exec .venv/bin/interest-tracker demo --duration 300 "$@"

@@ -70,9 +70,12 @@ def worker(settings: Settings) -> None:
 @click.option("--duration", type=float, default=None, help="stop after this many seconds")
 @click.option("--rate", type=float, default=500.0, show_default=True, help="events/s to send")
 @click.option("--limit", type=int, default=None, help="send at most this many events")
+@click.option("--no-model", is_flag=True, help="run the baseline recommender, not the packaged demo model "
+              "(which the demo serves on its synthetic workload unless --model-dir names another)")
 def demo(settings: Settings, data_path: str | None, duration: float | None, rate: float,
-         limit: int | None) -> None:
-    """Broker + worker + a replay of events, printing what comes out."""
+         limit: int | None, no_model: bool) -> None:
+    """Broker + worker (the attention model) + a replay of events with a few hostile records, printing
+    what comes out and a score of the churn warnings against the workload's ground truth."""
     from stream_app.tools.datasets import detect_kind
     from stream_app.tools.demo import run_demo
 
@@ -82,6 +85,6 @@ def demo(settings: Settings, data_path: str | None, duration: float | None, rate
         except (ValueError, OSError) as exc:
             raise click.BadParameter(str(exc), param_hint="--data") from exc
     with _user_errors():
-        asyncio.run(run_demo(settings, data_path, duration, rate, limit))
+        asyncio.run(run_demo(settings, data_path, duration, rate, limit, no_model))
 
 

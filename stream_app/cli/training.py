@@ -181,3 +181,54 @@ def evaluate_cmd(artifact: Path, data: Path | None, report_dir: Path) -> None:
 
     click.echo(run_evaluate(artifact, data, report_dir).read_text())
 
+
+
+# The demo model's training settings: small and fast (a few minutes on 2 CPU cores), fixed seed.
+DEMO_TRAIN_ARGS = dict(horizon_hours=12.0, min_item_count=2, d_model=32, layers=2, heads=2, dropout=0.1,
+                       epochs=40, patience=10, batch_size=64, lr=3e-3, seed=0, threads=2)
+
+
+@main.command("build-demo-model")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="where the served files go (default: the package's stream_app/model/demo_artifact)")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="keep the workload recording, the full artifact and its report here (default: a "
+                   "temporary directory)")
+@click.pass_context
+def build_demo_model(ctx: click.Context, out_dir: Path | None, work_dir: Path | None) -> None:
+    """Train the demo model on the demo's own synthetic workload and write it as package data.
+
+    Generates `interest-tracker demo`'s workload (stream_app.tools.demo.DEMO_WORKLOAD) to a
+    recording file, runs `train` on it with fixed, small settings, and copies the files a worker
+    serves (ONNX graphs, item table, vocabularies, metadata) plus the report and the workload spec to
+    OUT. Needs the training extras (torch); serving the result needs onnxruntime only."""
+    import json
+    import shutil
+    import tempfile
+
+    from stream_app.core.config import Settings
+    from stream_app.model.artifact import DEMO_ARTIFACT_DIR, REQUIRED_FILES
+    from stream_app.tools.demo import DEMO_WORKLOAD
+    from stream_app.tools.generate import write_workload_recording
+
+    out_dir = out_dir or DEMO_ARTIFACT_DIR
+    with tempfile.TemporaryDirectory(prefix="demo-model-") as tmp:
+        work = work_dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        data = work / "demo-workload.rec.zst"
+        settings = Settings.model_validate({})  # topic names and partitions from TRACKER_* or defaults
+        n = write_workload_recording(DEMO_WORKLOAD, data, settings.topics_by_type(), settings.partitions)
+        click.echo(f"demo workload: {n} events -> {data}")
+        artifact = work / "demo"
+        if artifact.exists():
+            shutil.rmtree(artifact)
+        ctx.invoke(train, data=data, out_dir=artifact, **DEMO_TRAIN_ARGS)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
+        for name in REQUIRED_FILES:
+            shutil.copy2(artifact / name, out_dir / name)
+        shutil.copy2(artifact / "report" / "report.md", out_dir / "report.md")
+        (out_dir / "workload.json").write_text(json.dumps(DEMO_WORKLOAD.to_json(), indent=2) + "\n")
+    size = sum(f.stat().st_size for f in out_dir.iterdir())
+    click.echo(f"demo model: {out_dir} ({size / 1e6:.2f} MB)")

@@ -28,6 +28,9 @@ CHUNK_FILE = "chunk.onnx"
 ITEMS_GRAPH_FILE = "items.onnx"
 EMBEDDINGS_FILE = "item_embeddings.npy"
 WEIGHTS_FILE = "model.pt"
+# The demo model shipped as package data (``interest-tracker build-demo-model`` writes it): trained on
+# the synthetic workload ``interest-tracker demo`` replays; served files only, no torch needed.
+DEMO_ARTIFACT_DIR = Path(__file__).resolve().parent / "demo_artifact"
 REQUIRED_FILES = (METADATA_FILE, ITEMS_FILE, CATEGORIES_FILE, CHUNK_FILE, ITEMS_GRAPH_FILE, EMBEDDINGS_FILE)
 
 
