@@ -40,6 +40,9 @@ MODEL_UPDATES = Counter(
     "tracker_model_updates", "Users answered by the model, by path (one-event step or full window)",
     ["path"],
 )
+MODEL_CACHE_BYTES = Gauge(
+    "tracker_model_cache_bytes", "Memory held by the model's cached keys/values (the KV pool)"
+)
 
 _started: set[tuple[str, int]] = set()
 
