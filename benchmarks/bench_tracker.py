@@ -239,17 +239,19 @@ async def read_all(settings: Settings, topic: str) -> list[Any]:
     consumer = make_consumer(settings)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.force_metadata_update()  # type: ignore[no-untyped-call]
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         out: list[Any] = []
-        while any(await consumer.position(tp) < end[tp] for tp in tps):
-            for recs in (await consumer.getmany(timeout_ms=1000)).values():
+        idle = 0
+        while idle < 5:  # (5 empty fetches: the end offsets were overstated)
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                break
+            got = await consumer.getmany(timeout_ms=1000)
+            idle = 0 if got else idle + 1
+            for recs in got.values():
                 out.extend(recs)
         return out
     finally:
