@@ -34,6 +34,11 @@ class ModelRecommender:
         self._caches: OrderedDict[bytes, KVCache] = OrderedDict()
         self._last_churn: OrderedDict[bytes, float] = OrderedDict()
 
+    @property
+    def cache_bytes(self) -> int:
+        """Memory held by the cached keys/values (the runtime's KV pool)."""
+        return self.runtime.pool.nbytes
+
     def churn_probability(self, user: bytes) -> float | None:
         return self._last_churn.get(user)
 

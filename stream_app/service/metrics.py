@@ -40,6 +40,9 @@ MODEL_UPDATES = Counter(
     "tracker_model_updates", "Users answered by the model, by path (one-event step or full window)",
     ["path"],
 )
+MODEL_CACHE_BYTES = Gauge(
+    "tracker_model_cache_bytes", "Memory held by the model's cached keys/values (the KV pool)"
+)
 
 MODEL_INFO = Gauge("tracker_model_info", "The recommender in service (1), by name and version",
                    ["name", "version"])

@@ -220,6 +220,9 @@ class Tracker:
         started = time.perf_counter()
         answers = self.recommender.recommend([request for _, request, _, _ in asked])
         metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
+        cache_bytes = getattr(self.recommender, "cache_bytes", None)  # the model's KV pool
+        if cache_bytes is not None:
+            metrics.MODEL_CACHE_BYTES.set(cache_bytes)
         for (slot, request, event, src_topic), answer in zip(asked, answers, strict=True):
             if answer.churn_probability is not None:  # a model answered
                 metrics.MODEL_UPDATES.labels("step" if answer.stepped else "full").inc()

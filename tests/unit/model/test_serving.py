@@ -48,6 +48,7 @@ def test_micro_batches_answer_every_event_like_a_full_recompute(data: PreparedDa
             assert np.allclose([p for _, p in ans.categories or []], [p for _, p in top], atol=1e-4)
             stepped += ans.stepped
     assert stepped > 0
+    assert rec.cache_bytes == rt.pool.nbytes > 0  # what tracker_model_cache_bytes reports
 
 
 def test_a_window_changed_by_an_out_of_order_event_is_recomputed(data: PreparedData, artifact: Path) -> None:
