@@ -51,6 +51,8 @@ MODEL_RELOADS = Counter(
     "Model versions taken into service after start ('loaded') or refused as unservable ('refused')",
     ["outcome"],
 )
+for _outcome in ("loaded", "refused"):  # exported at 0 from the start, so dashboards and alerts see them
+    MODEL_RELOADS.labels(_outcome)
 
 _started: set[tuple[str, int]] = set()
 
