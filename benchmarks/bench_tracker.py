@@ -62,13 +62,14 @@ from typing import Any
 import numpy as np
 import orjson
 
+from benchmarks.bench_worker import output_span
 from stream_app.core.config import Settings
 from stream_app.core.events import Event
 from stream_app.kafka.admin import create_topics
 from stream_app.kafka.embedded import EmbeddedBroker, free_port
 from stream_app.service.app import changelog_topic_name
 from stream_app.service.metrics import scrape
-from stream_app.service.process import spawn_worker
+from stream_app.service.process import spawn_worker, stop_process
 from stream_app.tools.datasets import read_dataset
 from stream_app.tools.generate import WorkloadSpec, iter_synthetic_events
 from stream_app.tools.loading import RateLimiter, send_events
@@ -201,35 +202,6 @@ async def preload(settings: Settings, events: list[Event]) -> None:
     await send_events(settings, events, create=False)
 
 
-async def output_span(settings: Settings, expect: int, timeout: float = 900,
-                      on_first: Callable[[], None] | None = None) -> tuple[float, float, int]:
-    """(first, last) Kafka timestamps (s) of the recommendations, once ``expect`` have arrived."""
-    from aiokafka import TopicPartition
-
-    from stream_app.kafka.clients import make_consumer
-
-    consumer = make_consumer(settings)
-    await consumer.start()
-    tps = [TopicPartition(settings.topic_recommendations, p) for p in range(settings.partitions)]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-    first, last, n = float("inf"), 0.0, 0
-    deadline = time.monotonic() + timeout
-    try:
-        while n < expect and time.monotonic() < deadline:
-            for recs in (await consumer.getmany(timeout_ms=500)).values():
-                if n == 0 and recs and on_first is not None:
-                    on_first()
-                n += len(recs)
-                first = min(first, *(r.timestamp / 1000 for r in recs))
-                last = max(last, *(r.timestamp / 1000 for r in recs))
-    finally:
-        await consumer.stop()
-    if n < expect:
-        raise TimeoutError(f"{settings.app_id}: {n} of {expect} recommendations in {timeout} s")
-    return first, last, n
-
-
 async def read_all(settings: Settings, topic: str) -> list[Any]:
     """Every record of ``topic`` up to its end offsets now."""
     from aiokafka import TopicPartition
@@ -273,15 +245,6 @@ def changelog_figures(settings: Settings) -> tuple[int, int, float]:
     return len(recs), total, per_user
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def bare_rate(settings: Settings, n: int, work: Path) -> float:
     out = work / f"{settings.app_id}.txt"
     with open(work / f"{settings.app_id}.log", "wb") as log:
@@ -298,7 +261,7 @@ def bare_rate(settings: Settings, n: int, work: Path) -> float:
         first, last, seen = map(float, out.read_text().split())
         return seen / (last - first)
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def worker_rate(settings: Settings, n: int, work: Path, env: dict[str, str],
@@ -324,7 +287,7 @@ def worker_rate(settings: Settings, n: int, work: Path, env: dict[str, str],
             s.wait(profile_s + 60)
         return got / (last - first), extra
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def wait_ready(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -377,7 +340,7 @@ def latency(settings: Settings, events: list[Event], rate: float, work: Path,
         sent = asyncio.run(produce_at_rate(settings, events, rate))
         recs = asyncio.run(_read_recommendations(settings, len(events)))
     finally:
-        stop(proc)
+        stop_process(proc)
     lat = [r.timestamp - sent[orjson.loads(r.value)["trigger"]["event_id"]] for r in recs]
     p50, p99 = np.percentile(lat, [50, 99])
     return float(p50), float(p99), len(lat)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -41,8 +42,9 @@ def log_time(line: str) -> float:
     return datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-async def output_span(settings: Settings, expect: int, timeout: float = 900) -> tuple[float, float, int]:
-    """(first, last) Kafka timestamps of the recommendations, once ``expect`` have arrived."""
+async def output_span(settings: Settings, expect: int, timeout: float = 900,
+                      on_first: Callable[[], None] | None = None) -> tuple[float, float, int]:
+    """(first, last) Kafka timestamps (s) of the recommendations, once ``expect`` have arrived."""
     from aiokafka import TopicPartition
 
     from stream_app.kafka.clients import make_consumer
@@ -54,12 +56,18 @@ async def output_span(settings: Settings, expect: int, timeout: float = 900) -> 
     await consumer.seek_to_beginning(*tps)
     first, last, n = float("inf"), 0.0, 0
     deadline = time.monotonic() + timeout
-    while n < expect and time.monotonic() < deadline:
-        for recs in (await consumer.getmany(timeout_ms=1000)).values():
-            n += len(recs)
-            first = min(first, *(r.timestamp / 1000 for r in recs))
-            last = max(last, *(r.timestamp / 1000 for r in recs))
-    await consumer.stop()
+    try:
+        while n < expect and time.monotonic() < deadline:
+            for recs in (await consumer.getmany(timeout_ms=500)).values():
+                if n == 0 and recs and on_first is not None:
+                    on_first()
+                n += len(recs)
+                first = min(first, *(r.timestamp / 1000 for r in recs))
+                last = max(last, *(r.timestamp / 1000 for r in recs))
+    finally:
+        await consumer.stop()
+    if n < expect:
+        raise TimeoutError(f"{settings.app_id}: {n} of {expect} recommendations in {timeout} s")
     return first, last, n
 
 

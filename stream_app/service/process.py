@@ -18,3 +18,13 @@ def spawn_worker(settings: Settings, log_path: Path, **env: str) -> subprocess.P
             [sys.executable, "-m", "stream_app", "worker"], env=full_env,
             cwd=Path(__file__).resolve().parents[2], stdout=log, stderr=subprocess.STDOUT,
         )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

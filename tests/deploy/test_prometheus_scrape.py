@@ -28,6 +28,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is in the dev extra: pip insta
 from stream_app.core.config import Settings  # noqa: E402
 from stream_app.core.events import Event  # noqa: E402
 from stream_app.kafka.embedded import free_port  # noqa: E402
+from stream_app.service.process import stop_process  # noqa: E402
 from tests.deploy.test_deploy import (  # noqa: E402
     COMPOSE,
     DASHBOARD,
@@ -106,12 +107,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, 
     yield start, config, port, log  # type: ignore[misc]
     proc = holder.get("proc")
     if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def test_prometheus_scrapes_a_worker(settings: Settings, tmp_path: Path, prometheus: Any) -> None:
