@@ -48,6 +48,11 @@ class KVPool:
     _free: list[int] = field(default_factory=list)
 
     @property
+    def in_use(self) -> int:
+        """Slots holding a context someone may still ask for (allocated and not released)."""
+        return len(self._lru)
+
+    @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.kv) + sum(a.nbytes for a in self.ctx.values())
 
@@ -101,6 +106,13 @@ class KVPool:
             self.filled[s] = 0
         self.touch(out)
         return out
+
+    def release(self, c: KVCache) -> None:
+        """The handle's context is no longer wanted: its slot (if still the handle's) is free again."""
+        if self.owns(c):
+            self.renew(c.slot)
+            self._lru.pop(c.slot, None)
+            self._free.append(c.slot)
 
     def touch(self, slots: Sequence[int]) -> None:
         for s in slots:

@@ -115,12 +115,13 @@ class ModelRuntime:
 
     def update_chunks(self, windows: Sequence[Sequence[WindowEvent]], n_events: Sequence[int] | None = None,
                       caches: Sequence[KVCache | None] | None = None, answers: Sequence[int] | None = None,
-                      k: int = 10, exclude_seen: bool = False, first_ts: Sequence[int] | None = None
-                      ) -> Predictions:
+                      k: int = 10, exclude_seen: bool = False, first_ts: Sequence[int] | None = None,
+                      keep: Sequence[bool] | None = None) -> Predictions:
         """Like :meth:`update`, answering at each of the ``answers[b]`` newest events of user ``b`` (rows
         ordered by user, then event). Events that extend the cached context are appended to it as one
         causal chunk; a reset of the context among them starts a full recompute from there. The window
-        must hold the context of every answered event (raises ``ValueError`` otherwise)."""
+        must hold the context of every answered event (raises ``ValueError`` otherwise). ``keep[b]``
+        False: the caller will not use entry ``b``'s cache, so it takes no pool slot (default: all kept)."""
         B = len(windows)
         counts = [len(w) for w in windows] if n_events is None else list(n_events)
         handles: list[KVCache | None] = list(caches) if caches is not None else [None] * B
@@ -130,7 +131,7 @@ class ModelRuntime:
         firsts = [w[0][3] if w else 0 for w in windows] if first_ts is None else list(first_ts)
         wanted = [1] * B if answers is None else list(answers)
         L = self.spec.window_length
-        rows = self._rows(windows, counts, handles, wanted, firsts, L)
+        rows = self._rows(windows, counts, handles, wanted, firsts, L, [True] * B if keep is None else keep)
         A = sum(len(r.answers) for r in rows)
         C = len(self.categories)
         cats = np.zeros((A, C), np.float32)
@@ -161,7 +162,8 @@ class ModelRuntime:
         return Predictions(top, cats, churn, vectors, caches_out, stepped, user)
 
     def _rows(self, windows: Sequence[Sequence[WindowEvent]], counts: list[int],
-              handles: list[KVCache | None], wanted: list[int], firsts: list[int], L: int) -> list[Row]:
+              handles: list[KVCache | None], wanted: list[int], firsts: list[int], L: int,
+              keep: Sequence[bool]) -> list[Row]:
         """Split each user's answered events into contexts (a reset starts a new one)."""
         rows: list[Row] = []
         for b, w in enumerate(windows):
@@ -192,7 +194,7 @@ class ModelRuntime:
                 else:
                     h = None
                 row = Row(b, context, e1, firsts[b], start, [context_length(e, L) - 1 for e in seg], h,
-                           si == len(segments) - 1)
+                           si == len(segments) - 1 and keep[b])
                 own = handles[b]
                 if h is None and row.keep and own is not None and self.pool.owns(own):
                     row.slot = own.slot  # a full recompute reuses the user's slot

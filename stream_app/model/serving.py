@@ -43,7 +43,9 @@ class ModelRecommender:
         return self._last_churn.get(user)
 
     def forget(self, user: bytes) -> None:
-        self._caches.pop(user, None)
+        cache = self._caches.pop(user, None)
+        if cache is not None:
+            self.runtime.pool.release(cache)
         self._last_churn.pop(user, None)
 
     def recommend(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
@@ -61,19 +63,23 @@ class ModelRecommender:
                 entries.append([i])
         lasts = [requests[idx[-1]] for idx in entries]
         first_entry: set[int] = set()
-        seen_users: set[bytes] = set()
+        last_entry: dict[bytes, int] = {}
         for e, req in enumerate(lasts):
-            if req.user not in seen_users:
-                seen_users.add(req.user)
+            if req.user not in last_entry:
                 first_entry.add(e)
+            last_entry[req.user] = e
         k = min(self.k + EXTRA_CANDIDATES, self.runtime.top_k_max)
         pred = self.runtime.update_chunks(
             [r.window for r in lasts], [r.n_events for r in lasts],
             [self._caches.get(r.user) if e in first_entry else None for e, r in enumerate(lasts)],
-            [len(idx) for idx in entries], k=k, first_ts=[r.first_ts for r in lasts])
+            [len(idx) for idx in entries], k=k, first_ts=[r.first_ts for r in lasts],
+            keep=[last_entry[r.user] == e for e, r in enumerate(lasts)])  # only a user's last is cached
         for e, req in enumerate(lasts):
             cache = pred.caches[e]
             if cache is not None:
+                old = self._caches.get(req.user)
+                if old is not None and old.slot != cache.slot:
+                    self.runtime.pool.release(old)  # the user's context moved to another slot
                 self._remember(self._caches, req.user, cache)
         answers: list[Recommendation | None] = [None] * len(requests)
         rows = (i for idx in entries for i in idx)
@@ -102,4 +108,6 @@ class ModelRecommender:
         lru[user] = value
         lru.move_to_end(user)
         while len(lru) > self.cache_users:
-            lru.popitem(last=False)
+            _, evicted = lru.popitem(last=False)
+            if isinstance(evicted, KVCache):
+                self.runtime.pool.release(evicted)
