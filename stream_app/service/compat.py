@@ -137,4 +137,5 @@ def seek_before_resuming() -> None:
         self.log.info("Worker ready")
 
     on_recovery_completed._seek_first = True  # type: ignore[attr-defined]
+    on_recovery_completed._faust_original = Recovery.on_recovery_completed  # type: ignore[attr-defined]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
