@@ -111,9 +111,12 @@ def test_worker_hot_reloads_a_new_model_version_and_refuses_a_bad_one(
         asyncio.run(produce(settings, parts[0]))
         asyncio.run(read_topic(settings, settings.topic_recommendations, expect=300))
         assert versions_of(parts[0]) == {"reload-v1": 300}
+        published = time.monotonic()
         publish(artifact, versions, "v2")
         wait_for_sample(port, ("tracker_model_info", (("name", "attention"), ("version", "reload-v2"))),
                         worker)
+        print(f"\nv2 in service {time.monotonic() - published:.2f} s after it was published "
+              f"(poll every {settings.model_poll_s} s)")
         asyncio.run(produce(settings, parts[1]))
         asyncio.run(read_topic(settings, settings.topic_recommendations, expect=600))
         assert versions_of(parts[1]) == {"reload-v2": 300}
