@@ -11,7 +11,7 @@ user whose cache is missing (after a restart or a rebalance) is answered by a fu
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from stream_app.core.recommender import Recommendation, RecommendationRequest
@@ -80,7 +80,7 @@ class ModelRecommender:
                 old = self._caches.get(req.user)
                 if old is not None and old.slot != cache.slot:
                     self.runtime.pool.release(old)  # the user's context moved to another slot
-                self._remember(self._caches, req.user, cache)
+                self._remember(self._caches, req.user, cache, self.runtime.pool.release)
         answers: list[Recommendation | None] = [None] * len(requests)
         rows = (i for idx in entries for i in idx)
         for row, i in enumerate(rows):
@@ -104,10 +104,11 @@ class ModelRecommender:
         end = len(req.window) - 1
         return end - c >= 0 and req.window[end - c:end] == prev.window[len(prev.window) - c:]
 
-    def _remember(self, lru: OrderedDict[bytes, Any], user: bytes, value: object) -> None:
+    def _remember(self, lru: OrderedDict[bytes, Any], user: bytes, value: Any,
+                  on_evict: Callable[[Any], None] | None = None) -> None:
         lru[user] = value
         lru.move_to_end(user)
         while len(lru) > self.cache_users:
             _, evicted = lru.popitem(last=False)
-            if isinstance(evicted, KVCache):
-                self.runtime.pool.release(evicted)
+            if on_evict is not None:
+                on_evict(evicted)
