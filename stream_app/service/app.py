@@ -85,7 +85,10 @@ def make_faust_app(settings: Settings) -> faust.App:
     else:
         conf["producer_acks"] = -1  # acks=all (+ idempotence below): no loss on a leader failover
     app = faust.App(settings.app_id, **conf)
-    compat.seek_before_resuming()  # else a restart with state to recover can lose events
+    # else a restart with state to recover can lose events (each says how)
+    compat.seek_before_resuming()
+    compat.fetch_what_is_active()
+    compat.seek_uncommitted_to_start()
     if settings.broker_profile == "kafka":
         compat.idempotent_producer(app)
     return app

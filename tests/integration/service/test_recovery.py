@@ -59,12 +59,6 @@ def run_to_completion(settings: Settings, events: list[Event], log: Path) -> dic
     return local_states(settings)
 
 
-# Not gating: since the worker seeks its input partitions before resuming them after a recovery
-# (service/compat.py, seek_before_resuming: it fixed a loss of 60 of 231,919 events over ten kills in
-# test_backlog.py), this test saw, in 4 of 11 runs on Tansu, the track agent receive nothing
-# after the restart (no gap or drop logged by Faust; cause open). It still runs and reports.
-@pytest.mark.xfail(strict=False, reason="intermittent: track receives nothing after a restart with "
-                   "the disk lost (4 of 11 runs since seek_before_resuming; cause open)")
 def test_kill_9_and_lost_disk_rebuild_the_same_state(settings: Settings, tmp_path: Path) -> None:
     events = taobao_events(shared_data("taobao/UserBehavior_head84k.csv"), limit=12_000)
     reference = run_to_completion(fresh(settings, "ref", tmp_path), events, tmp_path / "ref.log")
