@@ -163,8 +163,9 @@ def fetch_what_is_active() -> None:
     async def _fetch_records(self: Any, consumer: Any, active_partitions: Any, timeout: float | None = None,
                              max_records: int | None = None) -> Any:
         if active_partitions is None:  # a client-only app: every partition, as Faust means it
-            return await original(self, consumer, None, timeout=timeout, max_records=max_records)
-        snapshot = frozenset(active_partitions)
+            return await original(self, consumer, None, timeout=timeout,  # type: ignore[arg-type]
+                                  max_records=max_records)
+        snapshot = set(active_partitions)  # a copy: the live set changes while the fetch waits
         if not snapshot:
             return {}
         return await original(self, consumer, snapshot, timeout=timeout, max_records=max_records)
