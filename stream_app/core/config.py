@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float = Field(
         10.0, gt=0, description="how long the broker waits for members to rejoin during a rebalance",
     )
+    commit_interval_s: float = Field(
+        2.8, gt=0, description="how often a worker commits the offsets of what it has applied or "
+        "dead-lettered (Faust's broker_commit_interval); after a crash the records since the last "
+        "commit are processed again (recognised as duplicates by event id)",
+    )
+    commit_every: int = Field(
+        10_000, gt=0, description="commit sooner once this many records were acknowledged since "
+        "the last commit (Faust's broker_commit_every)",
+    )
     instance_id: str | None = Field(
         None, description="static group membership (Kafka's group.instance.id), unique per worker: "
         "a worker restarted with the same id takes its partitions back without a rebalance",

@@ -68,6 +68,8 @@ def make_faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.effective_session_timeout_s(),
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_commit_interval=settings.commit_interval_s,
+        broker_commit_every=settings.commit_every,
         table_standby_replicas=settings.standby_replicas,
         consumer_group_instance_id=settings.instance_id,
         web_enabled=settings.web_port > 0,
