@@ -139,3 +139,75 @@ def seek_before_resuming() -> None:
     on_recovery_completed._seek_first = True  # type: ignore[attr-defined]
     on_recovery_completed._faust_original = Recovery.on_recovery_completed  # type: ignore[attr-defined]
     Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
+
+
+def transactional_id(app: faust.App, source: TP) -> str:
+    """The transactional id under which Faust (``processing_guarantee="exactly_once"``) commits the
+    offsets of the input partition ``source``: ``TransactionManager.commit`` in
+    faust/transport/consumer.py, ``f"{group_id}-{group}-{tp.partition}"``. Faust's own
+    ``TransactionManager.send`` instead takes the id from the *destination* partition, which is
+    wrong for any record not co-partitioned with its input (docs/apache-kafka.md); the tracker
+    sends through ``app.producer.send(..., transactional_id=...)`` with this id."""
+    group = app.assignor.group_for_topic(source.topic)
+    return f"{app.conf.id}-{group}-{source.partition}"
+
+
+def ack_now(event: EventT) -> bool:
+    """Acknowledge ``event``'s message to the consumer now, whatever references remain.
+
+    take_events (faust/streams.py) holds a reference of its own and releases it only after the
+    batch's body returned, outside the tracker's step lock; the offset must become committable
+    inside it (exactly once, service/sender.py). ``Message.ack(consumer, n)`` with n = the
+    remaining count makes this the final ack; take_events' later ack is then a no-op."""
+    msg = event.message
+    return msg.ack(event.app.consumer, n=max(msg.refcount, 1))
+
+
+def commit_under(app: faust.App, lock: asyncio.Lock) -> None:
+    """Exactly once: run Faust's offset commits (every path: periodic, rebalance, stop, goes
+    through ``Consumer._commit_tps``) holding ``lock``, the lock each step holds while it sends
+    its records and acknowledges its inputs, and commit each partition up to its highest
+    acknowledged offset.
+
+    - The lock: otherwise a commit could pick offset O, a step could then add records of offsets
+      past O to the open transaction, and the commit would commit them with O: after a crash
+      their inputs are read again and the records repeated. The partitions are picked under the
+      lock too (all that have acknowledged offsets): Faust groups every topic's partition p under
+      one transactional id, so a partition left out would have its records committed without
+      its offset.
+    - The offsets: Faust's ``Consumer._new_offset`` commits only the first run of consecutive
+      acknowledged offsets, bridging holes with the gaps its fetch loop records
+      (``_drain_messages``/``_add_gap``). A read_committed consumer of a transactional topic
+      (the repartitioned events) skips offsets all the time (commit and abort markers, aborted
+      records), and after a restart the gap bookkeeping can leave a hole (seek resets the read
+      offset; ``_add_gap`` starts at committed + 1): the commit then stops below records whose
+      outputs are in the same transaction (seen: 590 "duplicate" dead letters after two kills).
+      The tracker acknowledges each partition's records in offset order (track: whole batches in
+      turn; ingest: the merge releases each partition's head first, and holds dead letters until
+      the lower offsets are forwarded), so every offset below the highest acknowledged one was
+      acknowledged or never delivered: the highest + 1 is exactly what the transaction covers.
+    """
+    consumer = app.consumer
+    if not consumer.in_transaction:
+        raise RuntimeError("commit_under: the consumer does not run transactions "
+                           "(processing_guarantee is not exactly_once, or read before the worker)")
+
+    async def _commit_tps(tps: Any, start_new_transaction: bool) -> bool:
+        async with lock:
+            offsets: dict[TP, int] = {}
+            for tp, acked in consumer._acked.items():  # type: ignore[attr-defined]
+                if not acked:
+                    continue
+                offset = max(acked) + 1
+                committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+                acked.clear()
+                consumer._acked_index[tp].clear()  # type: ignore[attr-defined]
+                consumer._gap[tp].chop(0, offset)  # type: ignore[attr-defined]
+                if committed is None or offset > committed:
+                    offsets[tp] = offset
+            if not offsets:
+                return False
+            return bool(await consumer._commit_offsets(  # type: ignore[attr-defined]
+                offsets, start_new_transaction=start_new_transaction))
+
+    consumer._commit_tps = _commit_tps  # type: ignore[attr-defined]
