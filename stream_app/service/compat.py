@@ -176,12 +176,13 @@ def commit_under(app: faust.App, lock: asyncio.Lock) -> None:
       one transactional id, so a partition left out would have its records committed without
       its offset.
     - The offsets: Faust's ``Consumer._new_offset`` commits only the first run of consecutive
-      acknowledged offsets, bridging holes with the gaps its fetch loop records
-      (``_drain_messages``/``_add_gap``). A read_committed consumer of a transactional topic
-      (the repartitioned events) skips offsets all the time (commit and abort markers, aborted
-      records), and after a restart the gap bookkeeping can leave a hole (seek resets the read
-      offset; ``_add_gap`` starts at committed + 1): the commit then stops below records whose
-      outputs are in the same transaction (seen: 590 "duplicate" dead letters after two kills).
+      acknowledged offsets, bridging holes with the gaps its fetch loop records. A read_committed
+      consumer of a transactional topic (the repartitioned events) skips offsets all the time
+      (markers, aborted records), and ``_drain_messages`` records such a gap *including* the
+      offset of the record it delivers (``_add_gap(tp, r_offset + 1, offset)``): once that record
+      is acknowledged its offset is in the list twice, the run breaks there, and the commit stops
+      below acknowledged records whose outputs are in the transaction it commits
+      (tests/unit/service/test_exactly_once.py; seen as 590 "duplicate" dead letters after two kills).
       The tracker acknowledges each partition's records in offset order (track: whole batches in
       turn; ingest: the merge releases each partition's head first, and holds dead letters until
       the lower offsets are forwarded), so every offset below the highest acknowledged one was
