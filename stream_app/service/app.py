@@ -84,6 +84,7 @@ def make_faust_app(settings: Settings) -> faust.App:
             raise StartupError("TRACKER_PROCESSING_GUARANTEE=exactly_once needs Apache Kafka "
                                "(TRACKER_BROKER_PROFILE=kafka): the embedded broker has no transactions")
         conf["processing_guarantee"] = "exactly_once"
+        compat.committed_highwaters()  # else a hand-over between workers crashes recovery
     if settings.broker_profile == "embedded":
         # The embedded broker answers ListOffsets(latest) with the base offset of the last
         # record batch + 1; Faust reads changelogs up to that mark on recovery, so with batched

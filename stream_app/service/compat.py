@@ -212,3 +212,28 @@ def commit_under(app: faust.App, lock: asyncio.Lock) -> None:
                 offsets, start_new_transaction=start_new_transaction))
 
     consumer._commit_tps = _commit_tps  # type: ignore[attr-defined]
+
+
+def committed_highwaters() -> None:
+    """Exactly once: let Faust's table recovery ask the brokers for the changelogs' end offsets.
+
+    Under ``processing_guarantee="exactly_once"`` faust-streaming 0.15.3 takes the highwaters that
+    recovery reads up to from aiokafka's ``last_stable_offset(tp)`` (``AIOKafkaConsumerThread.
+    _highwaters``, faust/transport/drivers/aiokafka.py), a value cached from the consumer's last
+    fetch of that partition: ``None`` for a partition it has not fetched since it was assigned,
+    e.g. a changelog partition handed over by another worker. Recovery then compares its persisted
+    offset with -1 and crashes the worker (``ConsistencyError: The persisted offset ... is higher
+    than the last offset in that topic (highwater) (6 > -1)``, seen with two workers).
+    ``end_offsets`` sends ListOffsets with the consumer's isolation level, so a read_committed
+    consumer gets the last stable offset from the broker: the same value, fetched. Installed
+    once per process, before the app starts."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread._highwaters, "_fetched", False):
+        return
+
+    async def _highwaters(self: Any, partitions: list[TP]) -> Any:
+        return await self._ensure_consumer().end_offsets(partitions)
+
+    _highwaters._fetched = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]

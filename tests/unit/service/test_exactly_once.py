@@ -77,3 +77,30 @@ def test_faust_new_offset_stops_short_of_the_acknowledged_offsets_after_a_gap() 
     assert asyncio.run(consumer._commit_tps([], start_new_transaction=True))
     assert committed == [{tp: 121}]
     assert not consumer._acked[tp] and not asyncio.run(consumer._commit_tps([], True))
+
+
+def test_recovery_highwaters_are_fetched_not_cached() -> None:
+    """compat.committed_highwaters: Faust's recovery asks the brokers (ListOffsets, with the
+    consumer's read_committed isolation) instead of aiokafka's cached last_stable_offset, which is
+    None for a changelog partition not fetched since a hand-over (ConsistencyError, 6 > -1)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.types import TP
+
+    original = AIOKafkaConsumerThread._highwaters
+    try:
+        compat.committed_highwaters()
+        compat.committed_highwaters()  # once per process
+        tp = TP("user-state-changelog", 0)
+
+        async def end_offsets(partitions: list[TP]) -> dict[TP, int]:
+            return dict.fromkeys(partitions, 7)
+
+        aiokafka = SimpleNamespace(end_offsets=end_offsets, last_stable_offset=lambda tp: None)
+        thread: Any = SimpleNamespace(_ensure_consumer=lambda: aiokafka,
+                                      consumer=SimpleNamespace(in_transaction=True))
+        assert asyncio.run(AIOKafkaConsumerThread._highwaters(thread, [tp])) == {tp: 7}
+    finally:
+        AIOKafkaConsumerThread._highwaters = original  # type: ignore[method-assign]
