@@ -34,7 +34,8 @@ class Settings(BaseSettings):
         description="'exactly_once' (kafka profile only): every output, repartitioned event and "
         "changelog record is written in the Kafka transaction that commits the offset of the input "
         "partition that caused it (docs/apache-kafka.md, 'Exactly once'); the local state is "
-        "rebuilt from the committed changelog at every start. The embedded broker has no "
+        "rebuilt from the committed changelog at every start. Proven for one worker per group "
+        "(several workers: the hand-over fails, see the docs). The embedded broker has no "
         "transactions.",
     )
     app_id: str = Field("interest-tracker", description="Faust app id = consumer group")
