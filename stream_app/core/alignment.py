@@ -94,6 +94,11 @@ class EventTimeMerge(Generic[T]):
         self._queues.setdefault((topic, partition), deque()).append((key, arrived, item))
         self._last_add[(topic, partition)] = arrived
 
+    def first_offset(self, topic: str, partition: int) -> int | None:
+        """The lowest offset held of a source (its queue is in offset order), None if none."""
+        queue = self._queues.get((topic, partition))
+        return queue[0][0][2] if queue else None
+
     def drop_partitions(self, keep: set[tuple[str, int]]) -> list[T]:
         """Forget queues of revoked partitions (their events will be re-read by their new owner)."""
         dropped: list[T] = []

@@ -29,6 +29,15 @@ class Settings(BaseSettings):
         15.0, gt=0, description="how long a starting worker waits for the brokers to answer "
         "before it gives up with 'broker unreachable'",
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="'exactly_once' (kafka profile only): every output, repartitioned event and "
+        "changelog record is written in the Kafka transaction that commits the offset of the input "
+        "partition that caused it (docs/apache-kafka.md, 'Exactly once'); the local state is "
+        "rebuilt from the committed changelog at every start. Proven for one worker per group "
+        "(several workers: the hand-over fails, see the docs). The embedded broker has no "
+        "transactions.",
+    )
     app_id: str = Field("interest-tracker", description="Faust app id = consumer group")
     partitions: int = Field(4, ge=1, description="partitions of every topic the tracker creates")
     replication_factor: int = Field(1, ge=1, description="replication of the topics the tracker creates")

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -78,6 +80,13 @@ def make_faust_app(settings: Settings) -> faust.App:
         canonical_url=canonical_url(settings),  # where other workers forward profile requests
         web_tables_enabled=False,  # Faust's raw /table/ views: /users/{id} is the one way in
     )
+    if settings.processing_guarantee == "exactly_once":
+        if settings.broker_profile != "kafka":
+            # Tansu answers InitProducerIdRequest with UnknownError (docs/apache-kafka.md)
+            raise StartupError("TRACKER_PROCESSING_GUARANTEE=exactly_once needs Apache Kafka "
+                               "(TRACKER_BROKER_PROFILE=kafka): the embedded broker has no transactions")
+        conf["processing_guarantee"] = "exactly_once"
+        compat.committed_highwaters()  # else a hand-over between workers crashes recovery
     if settings.broker_profile == "embedded":
         # The embedded broker answers ListOffsets(latest) with the base offset of the last
         # record batch + 1; Faust reads changelogs up to that mark on recovery, so with batched
@@ -128,7 +137,7 @@ def build_app(settings: Settings) -> TrackerApp:
     outputs = [app.topic(name, **raw) for name in settings.output_topics()]
     # bytes keys and values: raw serializers, so the changelog key is the user id's own bytes
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    sender = RecordSender(settings)
+    sender = RecordSender(settings, app)
     # added before the app starts: the first child started and the last one stopped, after the
     # agents that send through it and Faust's own producer
     app.add_dependency(SenderCloser(sender, loop=app.loop, beacon=app.beacon))
@@ -165,7 +174,7 @@ def build_app(settings: Settings) -> TrackerApp:
         every such round."""
         while not app.should_stop:
             await asyncio.sleep(FORWARD_INTERVAL_S)
-            if len(ingest_logic.merge):
+            if ingest_logic.holding():
                 await ingest_logic.forward()
 
     fetch_wait_ms = settings.effective_fetch_wait_ms()
@@ -216,6 +225,11 @@ def run_worker(settings: Settings) -> None:
     # with the broker's default: the repartition topic must match the state changelog.
     asyncio.run(prepare_topics(settings))
     tapp = build_app(settings)
+    if settings.processing_guarantee == "exactly_once":
+        # The local store holds writes of transactions that a crash aborted (RocksDB is written
+        # at once); the committed changelog is the state. Rebuilt from it at every start, as
+        # Kafka Streams does after an unclean shutdown under exactly-once.
+        shutil.rmtree(Path(tapp.app.conf.tabledir), ignore_errors=True)
     tapp.app.monitor = PrometheusMonitor(
         metrics=FaustMetrics.create(REGISTRY, "faust_" + settings.app_id.replace("-", "_")))
     try:

@@ -202,3 +202,101 @@ def seek_uncommitted_to_start() -> None:
     seek_to_committed._to_start = True  # type: ignore[attr-defined]
     seek_to_committed._faust_original = original  # type: ignore[attr-defined]
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+
+
+def transactional_id(app: faust.App, source: TP) -> str:
+    """The transactional id under which Faust (``processing_guarantee="exactly_once"``) commits the
+    offsets of the input partition ``source``: ``TransactionManager.commit`` in
+    faust/transport/consumer.py, ``f"{group_id}-{group}-{tp.partition}"``. Faust's own
+    ``TransactionManager.send`` instead takes the id from the *destination* partition, which is
+    wrong for any record not co-partitioned with its input (docs/apache-kafka.md); the tracker
+    sends through ``app.producer.send(..., transactional_id=...)`` with this id."""
+    group = app.assignor.group_for_topic(source.topic)
+    return f"{app.conf.id}-{group}-{source.partition}"
+
+
+def ack_now(event: EventT) -> bool:
+    """Acknowledge ``event``'s message to the consumer now, whatever references remain.
+
+    take_events (faust/streams.py) holds a reference of its own and releases it only after the
+    batch's body returned, outside the tracker's step lock; the offset must become committable
+    inside it (exactly once, service/sender.py). ``Message.ack(consumer, n)`` with n = the
+    remaining count makes this the final ack; take_events' later ack is then a no-op."""
+    msg = event.message
+    return msg.ack(event.app.consumer, n=max(msg.refcount, 1))
+
+
+def commit_under(app: faust.App, lock: asyncio.Lock) -> None:
+    """Exactly once: run Faust's offset commits (every path: periodic, rebalance, stop, goes
+    through ``Consumer._commit_tps``) holding ``lock``, the lock each step holds while it sends
+    its records and acknowledges its inputs, and commit each partition up to its highest
+    acknowledged offset.
+
+    - The lock: otherwise a commit could pick offset O, a step could then add records of offsets
+      past O to the open transaction, and the commit would commit them with O: after a crash
+      their inputs are read again and the records repeated. The partitions are picked under the
+      lock too (all that have acknowledged offsets): Faust groups every topic's partition p under
+      one transactional id, so a partition left out would have its records committed without
+      its offset.
+    - The offsets: Faust's ``Consumer._new_offset`` commits only the first run of consecutive
+      acknowledged offsets, bridging holes with the gaps its fetch loop records. A read_committed
+      consumer of a transactional topic (the repartitioned events) skips offsets all the time
+      (markers, aborted records), and ``_drain_messages`` records such a gap *including* the
+      offset of the record it delivers (``_add_gap(tp, r_offset + 1, offset)``): once that record
+      is acknowledged its offset is in the list twice, the run breaks there, and the commit stops
+      below acknowledged records whose outputs are in the transaction it commits
+      (tests/unit/service/test_exactly_once.py; seen as 590 "duplicate" dead letters after two kills).
+      The tracker acknowledges each partition's records in offset order (track: whole batches in
+      turn; ingest: the merge releases each partition's head first, and holds dead letters until
+      the lower offsets are forwarded), so every offset below the highest acknowledged one was
+      acknowledged or never delivered: the highest + 1 is exactly what the transaction covers.
+    """
+    consumer = app.consumer
+    if not consumer.in_transaction:
+        raise RuntimeError("commit_under: the consumer does not run transactions "
+                           "(processing_guarantee is not exactly_once, or read before the worker)")
+
+    async def _commit_tps(tps: Any, start_new_transaction: bool) -> bool:
+        async with lock:
+            offsets: dict[TP, int] = {}
+            for tp, acked in consumer._acked.items():  # type: ignore[attr-defined]
+                if not acked:
+                    continue
+                offset = max(acked) + 1
+                committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+                acked.clear()
+                consumer._acked_index[tp].clear()  # type: ignore[attr-defined]
+                consumer._gap[tp].chop(0, offset)  # type: ignore[attr-defined]
+                if committed is None or offset > committed:
+                    offsets[tp] = offset
+            if not offsets:
+                return False
+            return bool(await consumer._commit_offsets(  # type: ignore[attr-defined]
+                offsets, start_new_transaction=start_new_transaction))
+
+    consumer._commit_tps = _commit_tps  # type: ignore[attr-defined]
+
+
+def committed_highwaters() -> None:
+    """Exactly once: let Faust's table recovery ask the brokers for the changelogs' end offsets.
+
+    Under ``processing_guarantee="exactly_once"`` faust-streaming 0.15.3 takes the highwaters that
+    recovery reads up to from aiokafka's ``last_stable_offset(tp)`` (``AIOKafkaConsumerThread.
+    _highwaters``, faust/transport/drivers/aiokafka.py), a value cached from the consumer's last
+    fetch of that partition: ``None`` for a partition it has not fetched since it was assigned,
+    e.g. a changelog partition handed over by another worker. Recovery then compares its persisted
+    offset with -1 and crashes the worker (``ConsistencyError: The persisted offset ... is higher
+    than the last offset in that topic (highwater) (6 > -1)``, seen with two workers).
+    ``end_offsets`` sends ListOffsets with the consumer's isolation level, so a read_committed
+    consumer gets the last stable offset from the broker: the same value, fetched. Installed
+    once per process, before the app starts."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    if getattr(AIOKafkaConsumerThread._highwaters, "_fetched", False):
+        return
+
+    async def _highwaters(self: Any, partitions: list[TP]) -> Any:
+        return await self._ensure_consumer().end_offsets(partitions)
+
+    _highwaters._fetched = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]

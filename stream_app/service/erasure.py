@@ -99,7 +99,7 @@ class ErasureIntake:
                 key, value = dead_letter(parsed.reason, parsed.detail, source_of(ev), msg.value,
                                          self.digest_only)
                 out.add(OutputRecord(self.settings.topic_dead_letters, key, value,
-                                     dead_letter=parsed.reason))
+                                     dead_letter=parsed.reason, source=msg.tp))
                 continue
             raw_id, request_id = parsed
             user_id = self.pseudonyms.user_id(raw_id)
@@ -108,10 +108,12 @@ class ErasureIntake:
                        (H_KEY, b""), (H_RECV, repr(now).encode()), (H_KTS, repr(msg.timestamp).encode())]
             value = orjson.dumps({"user_id": user_id, "request_id": request_id})
             out.add(OutputRecord(self.by_user, user, value, internal=True,
-                                 partition=partition_for_user(user, n), headers=headers))
-        await out.send(self.sender, self.app)
-        for ev in batch:
-            ev.ack()
+                                 partition=partition_for_user(user, n), headers=headers,
+                                 source=msg.tp))
+        async with self.sender.step():
+            await out.send(self.sender, self.app)
+            for ev in batch:
+                self.sender.ack(ev)
 
 
 class Erasures:
@@ -137,7 +139,8 @@ class Erasures:
                  "had_state": had_state, "partition": msg.partition,
                  "requested_at": _request_ts_ms(msg.headers),
                  "erased_at": int(time.time() * 1000)}
-        out.add(OutputRecord(t.settings.topic_erasure_confirmations, user, orjson.dumps(value)))
+        out.add(OutputRecord(t.settings.topic_erasure_confirmations, user, orjson.dumps(value),
+                             source=msg.tp))
         log.info("erasure request %s applied on partition %d", request["request_id"], msg.partition)
         return user
 

@@ -43,6 +43,14 @@ class Ingest:
         self.lock = asyncio.Lock()
         self.digest_only = settings.dead_letter_values == "digest"
         self.pseudonyms = pseudonyms_for(settings)
+        # exactly once: dead letters of rejected records wait here (offset, event, letter) until
+        # every lower offset of their partition was forwarded, so that a partition's transaction
+        # never holds records of offsets above the one it commits (service/sender.py)
+        self.pending_dead: dict[tuple[str, int], list[tuple[int, EventT, OutputRecord]]] = {}
+
+    def holding(self) -> bool:
+        """Whether events or dead letters wait for a later :meth:`forward`."""
+        return bool(len(self.merge) or self.pending_dead)
 
     @staticmethod
     def _released(how: str) -> None:
@@ -92,9 +100,14 @@ class Ingest:
             if isinstance(result, Rejection):
                 key, value = dead_letter(result.reason, result.detail, source_of(ev), msg.value,
                                          self.digest_only)
-                out.add(OutputRecord(self.settings.topic_dead_letters, key, value,
-                                     dead_letter=result.reason))
-                rejected.append(ev)
+                letter = OutputRecord(self.settings.topic_dead_letters, key, value,
+                                      dead_letter=result.reason, source=msg.tp)
+                if self.sender.exactly_once:
+                    self.pending_dead.setdefault((msg.topic, msg.partition), []).append(
+                        (msg.offset, ev, letter))
+                else:
+                    out.add(letter)
+                    rejected.append(ev)
                 continue
             # held by the merge: acknowledged once forwarded
             self.merge.add(msg.topic, msg.partition, result.ts, msg.offset, (ev, result, now),
@@ -105,11 +118,16 @@ class Ingest:
         await self.forward()
 
     async def forward(self) -> None:
-        async with self.lock:
+        async with self.lock, self.sender.step():
             assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
             self.merge.drop_partitions(assigned)  # revoked: the new owner re-reads them
+            for tp in [tp for tp in self.pending_dead if tp not in assigned]:
+                del self.pending_dead[tp]
             ready = self.merge.ready()
             out = Outputs()
+            letters = self._letters_due()
+            for _, record in letters:
+                out.add(record)
             n = self.settings.partitions
             for ev, event, recv in ready:
                 assert ev.message.value is not None  # parse_event rejects a null value
@@ -123,7 +141,24 @@ class Ingest:
                 value = self.pseudonyms.rewrite_event(ev.message.value, user_id)
                 out.add(OutputRecord(self.by_user, user, value, internal=True,
                                      partition=partition_for_user(user, n),
-                                     headers=envelope.headers()))
+                                     headers=envelope.headers(), source=ev.message.tp))
             await out.send(self.sender, self.app)
             for ev, _, _ in ready:
-                ev.ack()
+                self.sender.ack(ev)
+            for ev, _ in letters:
+                self.sender.ack(ev)
+
+    def _letters_due(self) -> list[tuple[EventT, OutputRecord]]:
+        """Exactly once: the held dead letters below the lowest offset the merge still holds of
+        their partition (called after ``merge.ready()``, whose events go out in the same step)."""
+        due: list[tuple[EventT, OutputRecord]] = []
+        for tp, held in list(self.pending_dead.items()):
+            floor = self.merge.first_offset(*tp)
+            keep = [h for h in held if floor is not None and h[0] > floor]
+            due.extend((ev, record) for offset, ev, record in held
+                       if floor is None or offset < floor)
+            if keep:
+                self.pending_dead[tp] = keep
+            else:
+                del self.pending_dead[tp]
+        return due

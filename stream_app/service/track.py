@@ -6,6 +6,7 @@ are delivered before the states are written."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import EventT, TableT
+from faust.types import TP, EventT, TableT
 
 from stream_app.core.baseline import BaselineRecommender
 from stream_app.core.catalog import Catalog
@@ -143,7 +144,7 @@ class Tracker:
             reason = ("duplicate" if state.is_duplicate(h)
                       else "too_late" if state.is_too_late(event.ts, policy) else None)
             if reason is not None:
-                self._dead_letter_later(out, reason, event, state, user, msg.value, envelope)
+                self._dead_letter_later(out, reason, event, state, user, msg.value, envelope, msg.tp)
                 if reason == "duplicate":
                     # A redelivery after a crash: the local store may hold this state while the
                     # changelog missed it (kill -9 before Faust's producer flushed). Writing it
@@ -159,7 +160,8 @@ class Tracker:
                 frozenset(e[0] for e in state.window if e[2] == PURCHASE),
                 state.top_interests(event.ts, policy), state.top_short_interests(event.ts, policy, 3))
             slot = out.add(OutputRecord(self.settings.topic_recommendations, user, b"",
-                                        envelope.received, envelope.source.timestamp))
+                                        envelope.received, envelope.source.timestamp,
+                                        source=msg.tp))
             asked.append((slot, request, event, src_topic))
             self.churn.track(msg.partition, user, state)
             for due in self.churn.advance(msg.partition):
@@ -171,27 +173,49 @@ class Tracker:
                 due_state.churn_warned_at = self.churn.deadline(due_state)
                 dirty[due] = ev
                 out.add(OutputRecord(self.settings.topic_churn_warnings, due,
-                                     self.churn_warning(due, due_state)))
+                                     self.churn_warning(due, due_state), source=msg.tp))
         for p in {ev.message.partition for ev in batch}:
             metrics.WATERMARK.labels(p).set(self.churn.watermark.get(p, 0))
         if asked:
             self.fill_recommendations(out, asked)
         for user in erased:
             self.erasures.forget(user)
-        # Outputs are delivered before the states are written: after a crash between the two the
-        # events are applied again and their outputs repeated (at least once). The other order
-        # could store an event as applied whose outputs were never sent.
-        await out.send(self.sender, self.app)
-        for user, ctx in dirty.items():
-            with compat.current_event(ctx):
-                self.table[user] = states[user].encode()
-        for user, ctx in erased.items():
-            if user not in dirty:  # (an event after the request re-created the user: written above)
-                with compat.current_event(ctx):
-                    del self.table[user]  # a tombstone in the changelog, even if absent locally
-        for ev in batch:
-            ev.ack()
+        # At least once: outputs are delivered before the states are written; after a crash
+        # between the two the events are applied again and their outputs repeated. The other
+        # order could store an event as applied whose outputs were never sent. Exactly once: the
+        # changelog records go into the same transactions as the outputs (one per input
+        # partition), committed with the offsets or not at all (service/sender.py).
+        writes: list[tuple[bytes, bytes | None, EventT]] = [
+            (user, states[user].encode(), ctx) for user, ctx in dirty.items()]
+        # an erased user's tombstone, even if absent locally (unless an event after the request
+        # re-created the user: written above)
+        writes += [(user, None, ctx) for user, ctx in erased.items() if user not in dirty]
+        async with self.sender.step():
+            if self.sender.exactly_once:
+                changelog = self.table.changelog_topic.get_topic_name()
+                for user, value, ctx in writes:
+                    out.add(OutputRecord(changelog, user, value, internal=True,
+                                         partition=ctx.message.partition, source=ctx.message.tp))
+            await out.send(self.sender, self.app)
+            for user, value, ctx in writes:
+                self._store(user, value, ctx)
+            for ev in batch:
+                self.sender.ack(ev)
         metrics.USERS_TRACKED.set(self.churn.users_tracked)
+
+    def _store(self, user: bytes, value: bytes | None, ctx: EventT) -> None:
+        """Write (None: delete) a user's state: through the table at least once (Faust sends the
+        changelog record); exactly once into the local store only, its changelog record having
+        gone out with the step's records."""
+        with compat.current_event(ctx):
+            target: Any = self.table.data if self.sender.exactly_once else self.table
+            if value is not None:
+                target[user] = value
+            elif self.sender.exactly_once:
+                with contextlib.suppress(KeyError):
+                    del target[user]
+            else:
+                del target[user]
 
     def _decode(self, msg: Any, out: Outputs) -> tuple[bytes, Event, Envelope] | None:
         """(user, event, envelope) of a repartitioned record; None, with a dead letter of reason
@@ -212,7 +236,7 @@ class Tracker:
                                      source, msg.value,
                                      self.settings.dead_letter_values == "digest")
             out.add(OutputRecord(self.settings.topic_dead_letters, key or msg.key, value,
-                                 dead_letter="internal_error"))
+                                 dead_letter="internal_error", source=TP(msg.topic, msg.partition)))
             return None
 
     def fill_recommendations(self, out: Outputs,
@@ -231,7 +255,8 @@ class Tracker:
             self.latest.put(request.user, value)
 
     def _dead_letter_later(self, out: Outputs, reason: str, event: Event, state: UserState,
-                           key: bytes, value: bytes | None, envelope: Envelope) -> None:
+                           key: bytes, value: bytes | None, envelope: Envelope,
+                           source: Any = None) -> None:
         detail = (f"event_id {event.event_id!r} was already applied" if reason == "duplicate"
                   else f"ts {event.ts} is {(state.last_ts - event.ts) / 60000:.1f} min older than the "
                        f"user's newest event and older than the {len(state.recent_ts)} events the "
@@ -239,7 +264,7 @@ class Tracker:
         dl_key, dl_value = dead_letter(reason, detail, envelope.source, value,
                                        self.settings.dead_letter_values == "digest")
         out.add(OutputRecord(self.settings.topic_dead_letters, dl_key or key, dl_value,
-                             dead_letter=reason))
+                             dead_letter=reason, source=source))
 
     def churn_warning(self, user: bytes, state: UserState) -> bytes:
         detected = state.churn_warned_at  # the deadline, stamped when the warning was decided

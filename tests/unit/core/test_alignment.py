@@ -112,3 +112,20 @@ def test_fetch_wait_defaults_to_short_on_the_embedded_broker() -> None:
     assert Settings(broker_profile="embedded").effective_fetch_wait_ms() == 100
     assert Settings(broker_profile="kafka").effective_fetch_wait_ms() is None
     assert Settings(broker_profile="kafka", fetch_wait_ms=250).effective_fetch_wait_ms() == 250
+
+
+def test_first_offset_is_the_lowest_offset_still_held_of_a_source() -> None:
+    """Exactly once, ingest holds a partition's dead letters until the merge holds no lower offset
+    of that partition (service/ingest.py): the merge tells its lowest held offset."""
+    f = Fetches({("clicks", 0): False, ("browses", 0): True, ("purchases", 0): True})
+    merge: EventTimeMerge[str] = EventTimeMerge(RANK, f.source, max_wait_s=5)
+    assert merge.first_offset("clicks", 0) is None
+    merge.add("browses", 0, ts=30, offset=7, item="b30", arrived=0.0)
+    merge.add("browses", 0, ts=40, offset=9, item="b40", arrived=0.0)
+    assert merge.first_offset("browses", 0) == 7
+    f.fetch(0.5)
+    assert merge.ready(now=1.0) == []  # clicks is behind
+    assert merge.first_offset("browses", 0) == 7
+    f.fetch(1.5, clicks=True)
+    assert merge.ready(now=2.0) == ["b30", "b40"]
+    assert merge.first_offset("browses", 0) is None

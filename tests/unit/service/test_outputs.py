@@ -25,7 +25,7 @@ class FakeSender:
         self.fail_on, self.sent = fail_on, []
 
     async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
-                   headers: Any = None) -> asyncio.Future[Any]:
+                   headers: Any = None, source: Any = None) -> asyncio.Future[Any]:
         if value == self.fail_on:
             raise RuntimeError("MessageSizeTooLarge")
         self.sent.append(value)
