@@ -191,11 +191,7 @@ class UserState:
         """Median gap between the window's distinct event times (None before two of them).
 
         Derived from the window, so it does not depend on the order events arrived in."""
-        times = sorted({e[3] for e in self.window})
-        if len(times) < 2:
-            return None
-        gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
-        return gaps[len(gaps) // 2]
+        return typical_gap_ms(self.window)
 
     # --- encoding ------------------------------------------------------------------------
 
@@ -250,6 +246,15 @@ class UserState:
             "churn_rule": self.churn_rule or None,
             "churn_risk": round(self.churn_risk, 6) if self.churn_risk is not None else None,
         }
+
+
+def typical_gap_ms(window: Iterable[WindowEntry]) -> int | None:
+    """Median gap between a window's distinct event times (None before two of them)."""
+    times = sorted({e[3] for e in window})
+    if len(times) < 2:
+        return None
+    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    return gaps[len(gaps) // 2]
 
 
 def _strongest(scored: Iterable[tuple[str, float]], n: int) -> list[tuple[str, float]]:

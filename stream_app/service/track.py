@@ -21,7 +21,7 @@ from stream_app.core.churn import ChurnDetector, RiskRule
 from stream_app.core.config import Settings
 from stream_app.core.events import Event
 from stream_app.core.recommender import RecommendationRequest, Recommender
-from stream_app.core.state import PURCHASE, RISK, StatePolicy, UserState, event_id_hash
+from stream_app.core.state import PURCHASE, RISK, StatePolicy, UserState, event_id_hash, typical_gap_ms
 from stream_app.service import compat, metrics
 from stream_app.service.erasure import Erasures, is_erasure
 from stream_app.service.profile import LatestRecommendations
@@ -237,7 +237,7 @@ class Tracker:
                 state = states[request.user]
                 if self.risk_rule.update(state, answer.churn_probability, request.at_ts):
                     out.add(OutputRecord(self.settings.topic_churn_warnings, request.user,
-                                         self.churn_warning(request.user, state)))
+                                         self.churn_warning(request.user, state, request)))
 
     def _dead_letter_later(self, out: Outputs, reason: str, event: Event, state: UserState,
                            key: bytes, value: bytes | None, envelope: Envelope) -> None:
@@ -250,10 +250,16 @@ class Tracker:
         out.add(OutputRecord(self.settings.topic_dead_letters, dl_key or key, dl_value,
                              dead_letter=reason))
 
-    def churn_warning(self, user: bytes, state: UserState) -> bytes:
+    def churn_warning(self, user: bytes, state: UserState,
+                      at: RecommendationRequest | None = None) -> bytes:
         """The warning of the user's open episode: which rule fired, the risk, the lead expected
-        (last event - warning: positive = before the last event, negative = after it)."""
+        (last event - warning: positive = before the last event, negative = after it). A ``risk``
+        warning describes the user as of the event it was decided at (``at``: the state may hold
+        later events of the same batch)."""
         detected = state.churn_warned_at  # stamped when the warning was decided
+        last_ts, events_total, gap = state.last_ts, state.events_total, state.typical_gap_ms()
+        if at is not None:
+            last_ts, events_total, gap = at.at_ts, at.n_events, typical_gap_ms(at.window)
         if state.churn_rule == RISK:
             threshold = self.risk_rule.threshold
             risk, reason = state.churn_risk, self.risk_rule.reason(state)
@@ -261,12 +267,12 @@ class Tracker:
             model = self.model_info
         else:  # silence: the warning comes its threshold after the last event
             risk, reason = self.churn.risk(state), self.churn.reason(state)
-            lead, model = state.last_ts - detected, self.churn_model_info
+            lead, model = last_ts - detected, self.churn_model_info
         value: dict[str, Any] = {
             "user_id": user.decode(), "rule": state.churn_rule, "risk": round(risk or 0.0, 6),
-            "reason": reason, "expected_lead_ms": lead, "last_event_ts": state.last_ts,
-            "silence_ms": detected - state.last_ts, "typical_gap_ms": state.typical_gap_ms(),
-            "detected_ts": detected, "events_total": state.events_total,
+            "reason": reason, "expected_lead_ms": lead, "last_event_ts": last_ts,
+            "silence_ms": detected - last_ts, "typical_gap_ms": gap,
+            "detected_ts": detected, "events_total": events_total,
             "model": model, "emitted_at": int(time.time() * 1000),
             # the attention model's churn risk at the user's last event (kept in the user's state)
             "model_churn_probability": (round(state.churn_risk, 6) if state.churn_risk is not None
