@@ -7,14 +7,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from export.artifact import load_model, write_artifact
-from export.evaluate import churn_note, evaluate
+from export.churn_warning import WARNING_PRECISION, calibrate_warning_threshold
+from export.evaluate import churn_logits, churn_note, evaluate
 from export.model import InterestModel
 from export.onnx_export import chunk_parity, export_onnx, step_parity, top_k_of, window_parity
 from export.prepare import PreparedData, prepare
 from export.report import write_report
-from export.splits import TEST, SplitSpec
+from export.splits import TEST, VALID, SplitSpec
 from export.train import TrainConfig, TrainResult, train_model
 from stream_app.model.artifact import (
     CATEGORIES_FILE,
@@ -80,6 +82,18 @@ def _dataset_info(data: PreparedData) -> dict[str, object]:
             if dropped else {}}
 
 
+def warning_threshold(model: InterestModel, data: PreparedData, precision: float = WARNING_PRECISION
+                      ) -> dict[str, float | int | None]:
+    """The churn-warning threshold calibrated on the validation split's labelled churn points
+    (``export/churn_warning.py``)."""
+    pts = np.nonzero(data.split.churn_role == VALID)[0]
+    risk = torch.sigmoid(churn_logits(model, data, pts)).numpy() if len(pts) else np.zeros(0)
+    found = calibrate_warning_threshold(data.table.user_of()[pts], data.table.ts[pts],
+                                        data.split.churn_label[pts], risk, precision)
+    log.info("churn warning threshold (validation, precision >= %g): %s", precision, found)
+    return found
+
+
 def _report(data: PreparedData, result: TrainResult, test: dict, meta: dict, exclude_history: bool,
             parity: dict[str, float] | None) -> dict:
     report = {
@@ -115,6 +129,7 @@ def run_train(data_path: Path, art_dir: Path, split_spec: SplitSpec, spec: Featu
     parity = export_and_check(result.model, art_dir, data)
     test = evaluate(result.model, data, TEST, cfg.exclude_history)
     meta["metrics"] = {"test": test, "parity": parity}
+    meta["churn_warning"] = warning_threshold(result.model, data)
     meta["training"] = {"best_epoch": result.best_epoch, "seconds": result.seconds, "curve": result.curve}
     write_metadata(art_dir, meta)
     return write_report(_report(data, result, test, meta, cfg.exclude_history, parity),

@@ -153,6 +153,10 @@ def load_dataset(settings: Settings, path: str, kind: str | None, rate: float | 
 @click.option("--drift", type=float, default=0.005, show_default=True,
               help="probability per event that a user's interests shift")
 @click.option("--churn", type=float, default=0.1, show_default=True, help="fraction of users who churn")
+@click.option("--churn-decline-days", type=float, default=7.0, show_default=True,
+              help="churners' activity declines over this long before they stop (0: abrupt stop)")
+@click.option("--churn-slowdown", type=float, default=8.0, show_default=True,
+              help="churners' gaps at the end of the decline, x their usual gap (1: no slowdown)")
 @click.option("--events", type=int, default=None, help="stop after this many events")
 @click.option("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
 @click.option("--duration", type=float, default=None, help="stop after this many seconds")
@@ -162,7 +166,8 @@ def load_dataset(settings: Settings, path: str, kind: str | None, rate: float | 
               help="ground-truth JSON; default OUTPUT.truth.json or DATA_DIR/generated/truth-SEED.json")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def generate(settings: Settings, users: int, items: int, categories: int, seed: int, days: float,
-             start: str | None, mean_gap_min: float, drift: float, churn: float, events: int | None,
+             start: str | None, mean_gap_min: float, drift: float, churn: float,
+             churn_decline_days: float, churn_slowdown: float, events: int | None,
              rate: float | None, duration: float | None, output: str | None, truth: str | None,
              progress: bool) -> None:
     """Synthetic workload (drifting interests, churners) at a target rate, with its ground truth."""
@@ -175,6 +180,7 @@ def generate(settings: Settings, users: int, items: int, categories: int, seed: 
     spec = WorkloadSpec(
         users=users, items=items, categories=categories, seed=seed, span_ms=int(days * DAY_MS),
         mean_gap_ms=int(mean_gap_min * 60_000), drift_probability=drift, churn_fraction=churn,
+        churn_decline_ms=int(churn_decline_days * DAY_MS), churn_slowdown=churn_slowdown,
         max_events=events,
     )
     if start:

@@ -20,6 +20,7 @@ OWN_HISTORY_WEIGHT = 0.5  # a catalog hit and a re-engagement candidate weigh al
 
 class BaselineRecommender:
     name = "baseline"
+    risk_threshold = None  # no churn risk: the silence rule alone warns
 
     def __init__(self, catalog: Catalog | None, k: int, policy: StatePolicy):
         self.catalog, self.k, self.policy = catalog, k, policy
@@ -27,9 +28,6 @@ class BaselineRecommender:
 
     def recommend(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
         return [Recommendation(self.top_items(r)) for r in requests]
-
-    def churn_probability(self, user: bytes) -> float | None:
-        return None
 
     def forget(self, user: bytes) -> None:
         """Nothing per user is kept."""

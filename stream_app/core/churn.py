@@ -1,5 +1,15 @@
-"""Churn warnings in event time: per-partition watermarks and a deadline heap per partition.
+"""Churn warnings: two rules, one episode at a time per user.
 
+- ``risk`` (:class:`RiskRule`, when the worker serves a model): the model's churn risk at the user's
+  newest event reaches the artifact's threshold, calibrated on validation users for a stated
+  precision (``export/churn_warning.py``). The warning is at that event, before the user goes
+  silent. The episode it opens ends when the risk at a later event falls below the threshold.
+- ``silence`` (:class:`ChurnDetector`, the backstop, with or without a model): the user has been
+  silent for their threshold. The episode ends with the user's next event.
+
+A user gets one warning per episode, from whichever rule fires first (``UserState.churn_rule``).
+
+Silence in event time: per-partition watermarks and a deadline heap per partition.
 A user's deadline is ``last event + threshold`` with ``threshold = max(min_silence,
 gap_multiple x the user's typical gap)``. When a partition's watermark passes a deadline, the user
 gets one warning per episode; an episode ends when the user comes back. The watermark is the newest
@@ -11,8 +21,58 @@ derived state: rebuilt from the table after a rebalance.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from stream_app.core.state import UserState
+from stream_app.core.state import RISK, SILENCE, UserState
+
+
+@dataclass(frozen=True)
+class RiskThreshold:
+    """The model's warning threshold and what it gave on validation users (artifact metadata
+    ``churn_warning``, written by ``export/churn_warning.py``)."""
+
+    threshold: float
+    precision: float  # the stated precision the threshold was calibrated for
+    expected_lead_ms: int | None  # median time from warning to last event on validation churners
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> RiskThreshold | None:
+        """None for an artifact without a calibrated threshold (older, or none reached the target)."""
+        found = metadata.get("churn_warning") or {}
+        if found.get("threshold") is None:
+            return None
+        return cls(float(found["threshold"]), float(found["precision_target"]), found.get("expected_lead_ms"))
+
+
+class RiskRule:
+    """Warn when the model's churn risk at a user's newest event reaches the threshold."""
+
+    def __init__(self, threshold: RiskThreshold | None):
+        self.threshold = threshold
+
+    def update(self, state: UserState, risk: float, ts: int) -> bool:
+        """Record ``risk``, the model's risk at the user's newest event (event time ``ts``), in the
+        state; True when it opens an episode (a warning is due, stamped ``ts``). An open risk episode
+        ends here when the risk fell below the threshold: the user is back to normal."""
+        state.churn_risk = risk
+        if self.threshold is None:
+            return False
+        high = risk >= self.threshold.threshold
+        if state.churn_warned_at:
+            if state.churn_rule == RISK and not high:
+                state.close_churn_episode()
+            return False
+        if high:
+            state.churn_warned_at, state.churn_rule = ts, RISK
+        return high
+
+    def reason(self, state: UserState) -> str:
+        assert self.threshold is not None
+        t = self.threshold
+        return (f"model churn risk {state.churn_risk or 0:.3f} >= {t.threshold:.3f}, the threshold for "
+                f"precision {t.precision:.0%} on validation users")
 
 
 class ChurnDetector:
@@ -108,6 +168,14 @@ class ChurnDetector:
                 self._latest[partition][user] = state.last_ts
                 self._lead(partition, user, state.last_ts)
         self.watermark[partition] = self._quorum_time(partition)
+
+    def warn(self, state: UserState) -> bool:
+        """Open a silence episode for a user whose deadline passed; False when an episode (of either
+        rule) is already open: one warning per episode."""
+        if state.churn_warned_at:
+            return False
+        state.churn_warned_at, state.churn_rule = self.deadline(state), SILENCE
+        return True
 
     def deadline(self, state: UserState) -> int:
         """Event time at which the user's silence reaches their threshold: the warning's time.

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stream_app.core.churn import RiskThreshold
 from stream_app.core.state import WindowEntry
 
 
@@ -36,13 +37,10 @@ class Recommendation:
 class Recommender(Protocol):
     name: str
     version: str
+    risk_threshold: RiskThreshold | None  # the churn-risk warning threshold of a model, if calibrated
 
     def recommend(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
         """One answer per request, in order; a user's requests come in event order."""
-        ...
-
-    def churn_probability(self, user: bytes) -> float | None:
-        """The recommender's churn estimate at the user's newest event, if it has one."""
         ...
 
     def forget(self, user: bytes) -> None:

@@ -29,7 +29,10 @@ import msgpack
 
 from stream_app.core.events import TYPE_CODE, Event
 
-FORMAT_VERSION = 2  # 2: short-term interest beside the long-term one (1 is read, short = long)
+# 2: short-term interest beside the long-term one (1 is read, short = long); 3: the model's churn
+# risk at the newest event and the rule of the open churn episode (1 and 2 are read: none known)
+FORMAT_VERSION = 3
+SILENCE, RISK = "silence", "risk"  # the churn-warning rules (core/churn.py)
 # Interest added per event, by type code (click, browse, purchase): buying says most.
 TYPE_WEIGHT = (3.0, 1.0, 5.0)
 PURCHASE = TYPE_CODE["purchase"]
@@ -78,6 +81,8 @@ class UserState:
     recent_ts: array = field(default_factory=lambda: array("q"))
     churn_warned_at: int = 0  # event time of the current churn episode's warning; 0 = none
     short: dict[str, float] = field(default_factory=dict)  # category -> short-term strength at ref_ts
+    churn_risk: float | None = None  # the model's churn risk at the newest event; None = no model
+    churn_rule: str = ""  # the rule that opened the current churn episode (SILENCE, RISK; "" = none)
     _id_set: set[int] | None = None
 
     # --- applying events -----------------------------------------------------------------
@@ -117,10 +122,14 @@ class UserState:
             self.first_ts = self.last_ts = ts
         elif ts > self.last_ts:
             self.last_ts = ts
-            self.churn_warned_at = 0  # the user is back: a churn episode ends
+            if self.churn_rule != RISK:  # back after a silence: the episode ends (a risk episode
+                self.close_churn_episode()  # ends when the risk falls: core/churn.py RiskRule)
         else:
             self.first_ts = min(self.first_ts, ts)
         self.counts[code] += 1
+
+    def close_churn_episode(self) -> None:
+        self.churn_warned_at, self.churn_rule = 0, ""
 
     def _remember(self, id_hash: int, ts: int, memory: int) -> None:
         ids = self.recent_ids
@@ -182,11 +191,7 @@ class UserState:
         """Median gap between the window's distinct event times (None before two of them).
 
         Derived from the window, so it does not depend on the order events arrived in."""
-        times = sorted({e[3] for e in self.window})
-        if len(times) < 2:
-            return None
-        gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
-        return gaps[len(gaps) // 2]
+        return typical_gap_ms(self.window)
 
     # --- encoding ------------------------------------------------------------------------
 
@@ -198,6 +203,7 @@ class UserState:
             (
                 FORMAT_VERSION, self.window, flat, self.counts, self.first_ts, self.last_ts,
                 self.recent_ids.tobytes(), self.recent_ts.tobytes(), self.churn_warned_at,
+                self.churn_risk, self.churn_rule,
             ),
             use_bin_type=True,
         )
@@ -205,10 +211,11 @@ class UserState:
     @classmethod
     def decode(cls, data: bytes) -> UserState:
         # tuples throughout (cheaper than lists: window entries are tuples anyway)
-        (version, window, flat, counts, first_ts, last_ts, ids, id_ts,
-         warned) = msgpack.unpackb(data, use_list=False)
-        if version not in (1, FORMAT_VERSION):
+        (version, window, flat, counts, first_ts, last_ts, ids, id_ts, warned,
+         *churn) = msgpack.unpackb(data, use_list=False)
+        if version not in (1, 2, FORMAT_VERSION):
             raise ValueError(f"user state format {version} is not {FORMAT_VERSION}")
+        risk, rule = churn if version == FORMAT_VERSION else (None, SILENCE if warned else "")
         step = 3 if version == 1 else 4
         cats = flat[0::step]
         interests = {c: [v, r] for c, v, r in zip(cats, flat[1::step], flat[2::step], strict=True)}
@@ -217,7 +224,7 @@ class UserState:
         recent.frombytes(ids)
         recent_ts.frombytes(id_ts)
         return cls(list(window), interests, list(counts), first_ts, last_ts, recent, recent_ts,
-                   warned, short)
+                   warned, short, risk, rule)
 
     def to_json(self, policy: StatePolicy) -> dict[str, object]:
         """A readable view (for the HTTP endpoint and tests)."""
@@ -236,7 +243,18 @@ class UserState:
                 for c, s in self.top_interests(self.last_ts, policy, n=len(self.interests))
             ],
             "churn_warned_at": self.churn_warned_at or None,
+            "churn_rule": self.churn_rule or None,
+            "churn_risk": round(self.churn_risk, 6) if self.churn_risk is not None else None,
         }
+
+
+def typical_gap_ms(window: Iterable[WindowEntry]) -> int | None:
+    """Median gap between a window's distinct event times (None before two of them)."""
+    times = sorted({e[3] for e in window})
+    if len(times) < 2:
+        return None
+    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    return gaps[len(gaps) // 2]
 
 
 def _strongest(scored: Iterable[tuple[str, float]], n: int) -> list[tuple[str, float]]:

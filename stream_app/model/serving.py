@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from stream_app.core.churn import RiskThreshold
 from stream_app.core.recommender import Recommendation, RecommendationRequest
 from stream_app.model.features import context_length, is_incremental
 from stream_app.model.kv_cache import KVCache
@@ -32,21 +33,17 @@ class ModelRecommender:
         runtime.pool.max_slots = max(cache_users, 1)  # one pool slot per cached user
         self.version = runtime.version
         self._caches: OrderedDict[bytes, KVCache] = OrderedDict()
-        self._last_churn: OrderedDict[bytes, float] = OrderedDict()
+        self.risk_threshold = RiskThreshold.from_metadata(runtime.metadata)
 
     @property
     def cache_bytes(self) -> int:
         """Memory held by the cached keys/values (the runtime's KV pool)."""
         return self.runtime.pool.nbytes
 
-    def churn_probability(self, user: bytes) -> float | None:
-        return self._last_churn.get(user)
-
     def forget(self, user: bytes) -> None:
         cache = self._caches.pop(user, None)
         if cache is not None:
             self.runtime.pool.release(cache)
-        self._last_churn.pop(user, None)
 
     def recommend(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
         # one entry per run of a user's consecutive requests within one context: the run's last window
@@ -86,7 +83,6 @@ class ModelRecommender:
         for row, i in enumerate(rows):
             req = requests[i]
             churn = float(pred.churn[row])
-            self._remember(self._last_churn, req.user, churn)
             items = [(item, round(s, 6), None) for item, s in pred.top_items[row]
                      if item not in req.bought][: self.k]
             answers[i] = Recommendation(items, self.runtime.top_categories(pred.category_probs[row]), churn,

@@ -45,7 +45,6 @@ def profile(tracker: Tracker, user: bytes, partition: int) -> dict[str, Any] | N
         return None
     state = UserState.decode(raw)
     churn = tracker.churn
-    model_churn = tracker.recommender.churn_probability(user)
     return {
         "user_id": user.decode(),
         "partition": partition,
@@ -55,7 +54,9 @@ def profile(tracker: Tracker, user: bytes, partition: int) -> dict[str, Any] | N
             "deadline_ts": churn.deadline(state),  # event time at which silence becomes churn
             "threshold_ms": churn.threshold_ms(state),
             "risk": churn.risk(state),
-            "model_churn_probability": round(model_churn, 6) if model_churn is not None else None,
+            "rule": state.churn_rule or None,  # the rule that opened the current episode
+            "model_churn_probability": (round(state.churn_risk, 6) if state.churn_risk is not None
+                                        else None),
         },
         "latest_recommendation": tracker.latest.get(user),
         "model": tracker.model_info,

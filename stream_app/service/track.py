@@ -18,11 +18,11 @@ from faust.types import TP, EventT, TableT
 
 from stream_app.core.baseline import BaselineRecommender
 from stream_app.core.catalog import Catalog
-from stream_app.core.churn import ChurnDetector
+from stream_app.core.churn import ChurnDetector, RiskRule
 from stream_app.core.config import Settings
 from stream_app.core.events import Event
 from stream_app.core.recommender import RecommendationRequest, Recommender
-from stream_app.core.state import PURCHASE, StatePolicy, UserState, event_id_hash
+from stream_app.core.state import PURCHASE, RISK, StatePolicy, UserState, event_id_hash, typical_gap_ms
 from stream_app.service import compat, metrics
 from stream_app.service.erasure import Erasures, is_erasure
 from stream_app.service.profile import LatestRecommendations
@@ -64,6 +64,7 @@ class Tracker:
         self.churn = ChurnDetector(settings.churn_min_silence_ms, settings.churn_gap_multiple,
                                    settings.watermark_quorum)
         self.churn_model_info = {"name": "baseline", "version": "silence-vs-usual-gap"}
+        self.risk_rule = RiskRule(self.recommender.risk_threshold)
         self.latest = LatestRecommendations(settings.model_cache_users)  # for the profile API
         self.erasures = Erasures(self)
 
@@ -83,6 +84,7 @@ class Tracker:
         if model is not None:
             self.recommender = model
             self.model_info = self._serve(model)
+            self.risk_rule = RiskRule(model.risk_threshold)
 
     # --- state access --------------------------------------------------------------------
 
@@ -168,16 +170,15 @@ class Tracker:
                 due_state = states.get(due)
                 if due_state is None:
                     due_state = states[due] = self.load(due)
-                if due_state.churn_warned_at:
+                if not self.churn.warn(due_state):
                     continue
-                due_state.churn_warned_at = self.churn.deadline(due_state)
                 dirty[due] = ev
                 out.add(OutputRecord(self.settings.topic_churn_warnings, due,
                                      self.churn_warning(due, due_state), source=msg.tp))
         for p in {ev.message.partition for ev in batch}:
             metrics.WATERMARK.labels(p).set(self.churn.watermark.get(p, 0))
         if asked:
-            self.fill_recommendations(out, asked)
+            self.fill_recommendations(out, asked, states)
         for user in erased:
             self.erasures.forget(user)
         # At least once: outputs are delivered before the states are written; after a crash
@@ -239,8 +240,10 @@ class Tracker:
                                  dead_letter="internal_error", source=TP(msg.topic, msg.partition)))
             return None
 
-    def fill_recommendations(self, out: Outputs,
-                             asked: list[tuple[int, RecommendationRequest, Event, str]]) -> None:
+    def fill_recommendations(self, out: Outputs, asked: list[tuple[int, RecommendationRequest, Event, str]],
+                             states: dict[bytes, UserState]) -> None:
+        """Answer the batch's requests in one recommender call; the model's churn risk at each
+        user's newest event goes into their state and may open a ``risk`` churn episode."""
         started = time.perf_counter()
         answers = self.recommender.recommend([request for _, request, _, _ in asked])
         metrics.MODEL_SECONDS.observe(time.perf_counter() - started)
@@ -253,6 +256,12 @@ class Tracker:
             out.records[slot].value = value = recommendation_value(
                 event, src_topic, answer, request.interests, self.model_info, request.short_interests)
             self.latest.put(request.user, value)
+            # the risk at the user's newest event so far (a late event's answer is not the latest)
+            if answer.churn_probability is not None and request.at_ts == request.window[-1][3]:
+                state = states[request.user]
+                if self.risk_rule.update(state, answer.churn_probability, request.at_ts):
+                    out.add(OutputRecord(self.settings.topic_churn_warnings, request.user,
+                                         self.churn_warning(request.user, state, request)))
 
     def _dead_letter_later(self, out: Outputs, reason: str, event: Event, state: UserState,
                            key: bytes, value: bytes | None, envelope: Envelope,
@@ -266,16 +275,32 @@ class Tracker:
         out.add(OutputRecord(self.settings.topic_dead_letters, dl_key or key, dl_value,
                              dead_letter=reason, source=source))
 
-    def churn_warning(self, user: bytes, state: UserState) -> bytes:
-        detected = state.churn_warned_at  # the deadline, stamped when the warning was decided
-        model_churn = self.recommender.churn_probability(user)
+    def churn_warning(self, user: bytes, state: UserState,
+                      at: RecommendationRequest | None = None) -> bytes:
+        """The warning of the user's open episode: which rule fired, the risk, the lead expected
+        (last event - warning: positive = before the last event, negative = after it). A ``risk``
+        warning describes the user as of the event it was decided at (``at``: the state may hold
+        later events of the same batch)."""
+        detected = state.churn_warned_at  # stamped when the warning was decided
+        last_ts, events_total, gap = state.last_ts, state.events_total, state.typical_gap_ms()
+        if at is not None:
+            last_ts, events_total, gap = at.at_ts, at.n_events, typical_gap_ms(at.window)
+        if state.churn_rule == RISK:
+            threshold = self.risk_rule.threshold
+            risk, reason = state.churn_risk, self.risk_rule.reason(state)
+            lead = threshold.expected_lead_ms if threshold is not None else None
+            model = self.model_info
+        else:  # silence: the warning comes its threshold after the last event
+            risk, reason = self.churn.risk(state), self.churn.reason(state)
+            lead, model = last_ts - detected, self.churn_model_info
         value: dict[str, Any] = {
-            "user_id": user.decode(), "risk": self.churn.risk(state),
-            "reason": self.churn.reason(state), "last_event_ts": state.last_ts,
-            "silence_ms": detected - state.last_ts, "typical_gap_ms": state.typical_gap_ms(),
-            "detected_ts": detected, "events_total": state.events_total,
-            "model": self.churn_model_info, "emitted_at": int(time.time() * 1000),
-            # the attention model's churn head at the user's last event, when it has seen the user
-            "model_churn_probability": round(model_churn, 6) if model_churn is not None else None,
+            "user_id": user.decode(), "rule": state.churn_rule, "risk": round(risk or 0.0, 6),
+            "reason": reason, "expected_lead_ms": lead, "last_event_ts": last_ts,
+            "silence_ms": detected - last_ts, "typical_gap_ms": gap,
+            "detected_ts": detected, "events_total": events_total,
+            "model": model, "emitted_at": int(time.time() * 1000),
+            # the attention model's churn risk at the user's last event (kept in the user's state)
+            "model_churn_probability": (round(state.churn_risk, 6) if state.churn_risk is not None
+                                        else None),
         }
         return orjson.dumps(value)

@@ -39,11 +39,12 @@ from stream_app.tools.generate import DAY_MS, GroundTruth, WorkloadSpec, iter_sy
 DEFAULT_EVENTS = 20_000  # from a dataset file
 SAMPLES = {1, 2, 5000, 10_000, 15_000, 20_000}  # the recommendations printed (1st, 2nd, ... to arrive)
 
-# The demo's synthetic workload (about 21,700 events over 7 days of event time, 30 churners whose
-# 2-day silences end inside it). The packaged demo model was trained on it: change it, rebuild the
-# model (`interest-tracker build-demo-model`).
-DEMO_WORKLOAD = WorkloadSpec(users=200, items=1000, categories=30, seed=1, span_ms=7 * DAY_MS,
-                             mean_gap_ms=100 * 60_000, churn_fraction=0.15)
+# The demo's synthetic workload (about 29,000 events over 14 days of event time; 40 churners who
+# slow down over 6 days, to 20x their usual gaps, and stop between days 6.3 and 13.3). The packaged
+# demo model was trained on it: change it, rebuild the model (`interest-tracker build-demo-model`).
+DEMO_WORKLOAD = WorkloadSpec(users=200, items=1000, categories=30, seed=1, span_ms=14 * DAY_MS,
+                             mean_gap_ms=150 * 60_000, churn_fraction=0.2, churn_window=(0.45, 0.95),
+                             churn_decline_ms=6 * DAY_MS, churn_slowdown=20.0)
 
 
 def demo_events(data_path: str | None, limit: int | None) -> tuple[list[Event], str, GroundTruth | None]:
@@ -131,6 +132,7 @@ class DemoOutputs:
     models: Counter[str] = field(default_factory=Counter)  # recommendations per "name version"
     interests: dict[str, str] = field(default_factory=dict)  # user -> latest top interests
     warnings: list[tuple[str, int]] = field(default_factory=list)  # (user, detected_ts)
+    warning_rules: Counter[str] = field(default_factory=Counter)  # per rule (risk, silence)
     dead_letters: Counter[str] = field(default_factory=Counter)  # per reason
 
     def summary_lines(self) -> list[str]:
@@ -141,7 +143,8 @@ class DemoOutputs:
                                                   if kv[0][1:].isdigit() else 0), 3):
             lines.append(f"interests of {user} (long-term): {text}")
         users = len({u for u, _ in self.warnings})
-        lines.append(f"churn warnings: {len(self.warnings)} ({users} users)")
+        rules = ", ".join(f"{r} {n}" for r, n in self.warning_rules.most_common())
+        lines.append(f"churn warnings: {len(self.warnings)} ({users} users; by rule: {rules or 'none'})")
         reasons = ", ".join(f"{r} {n}" for r, n in self.dead_letters.most_common()) or "none"
         lines.append(f"dead letters: {sum(self.dead_letters.values())} ({reasons})")
         return lines
@@ -178,9 +181,10 @@ async def watch_outputs(settings: Settings, out: DemoOutputs, stop: asyncio.Even
                                   f"[{items}]  interests {_interests(value)}")
                     elif tp.topic == settings.topic_churn_warnings:
                         out.warnings.append((value["user_id"], value["detected_ts"]))
+                        out.warning_rules[value["rule"]] += 1
                         if counts[tp.topic] <= 5:
-                            print(f"  churn warning: {value['user_id']} risk {value['risk']:.2f} "
-                                  f"({value['reason']})")
+                            print(f"  churn warning ({value['rule']}): {value['user_id']} risk "
+                                  f"{value['risk']:.2f} ({value['reason']})")
                     elif tp.topic == settings.topic_dead_letters:
                         out.dead_letters[value["reason"]] += 1
                         if counts[tp.topic] <= 8:

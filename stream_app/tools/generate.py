@@ -14,7 +14,13 @@ Model of one user:
 - before each event, with ``drift_probability``, the favourites are replaced by new ones
   (an interest shift, recorded in the ground truth);
 - churners (``churn_fraction`` of users) stop for good at a random point between
-  ``churn_window`` fractions of the workload's span.
+  ``churn_window`` fractions of the workload's span, after a decline: over the last
+  ``churn_decline_ms`` before that point their gaps grow linearly up to ``churn_slowdown`` times
+  their usual gap and their purchase probability fades linearly to zero (progress ``x`` from 0 at
+  the start of the phase to 1 at the churn time: gap x ``1 + (churn_slowdown - 1) x``, purchase
+  probability x ``1 - x``). Churners do not look different before the phase. ``churn_slowdown = 1``
+  and ``churn_decline_ms = 0`` give the abrupt stop of earlier versions. The decline draws no extra
+  random numbers: the workload stays a function of the spec alone.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class WorkloadSpec:
     sequel_probability: float = 0.3  # per event: the item after the previous one
     churn_fraction: float = 0.1
     churn_window: tuple[float, float] = (0.3, 0.7)  # churn time, as fractions of the span
+    churn_decline_ms: int = 7 * DAY_MS  # churners' activity declines over this long before they stop
+    churn_slowdown: float = 8.0  # churners' gaps at the end of the decline, x their usual gap
     click_probability: float = 0.15
     purchase_probability: float = 0.04  # the rest are browses
 
@@ -62,6 +70,8 @@ class WorkloadSpec:
             raise ValueError("churn_window must be 0 <= a <= b <= 1")
         if self.click_probability + self.purchase_probability > 1:
             raise ValueError("click + purchase probability must be <= 1")
+        if self.churn_decline_ms < 0 or self.churn_slowdown < 1:
+            raise ValueError("churn_decline_ms must be >= 0 and churn_slowdown >= 1")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +131,13 @@ class _User:
     weights: list[float]
     churn_at: int | None
     last_item: int | None = None
+
+    def decline(self, ts: int, spec: WorkloadSpec) -> float:
+        """Progress of the user's pre-churn decline at ``ts``: 0 before the phase (and for users
+        who do not churn), rising linearly to 1 at the churn time."""
+        if self.churn_at is None or spec.churn_decline_ms == 0:
+            return 0.0
+        return min(1.0, max(0.0, 1 - (self.churn_at - ts) / spec.churn_decline_ms))
 
 
 class _Catalog:
@@ -192,7 +209,8 @@ def iter_synthetic_events(spec: WorkloadSpec, truth: GroundTruth | None = None) 
             if user.churn_at is not None:
                 truth.churners[user.uid] = ts
         yield event
-        heapq.heappush(heap, (ts + 1 + int(rng.expovariate(1 / user.gap_ms)), n))
+        slowdown = 1 + (spec.churn_slowdown - 1) * user.decline(ts, spec)
+        heapq.heappush(heap, (ts + 1 + int(slowdown * rng.expovariate(1 / user.gap_ms)), n))
 
 
 def _new_interests(spec: WorkloadSpec, rng: random.Random) -> tuple[list[int], list[float]]:
@@ -217,9 +235,10 @@ def _next_event(
     etype: EventType = "browse"
     price: float | None = None
     quantity: int | None = None
-    if r < spec.purchase_probability:
+    buy = spec.purchase_probability * (1 - user.decline(ts, spec))
+    if r < buy:
         etype, price, quantity = "purchase", catalog.price[item], 1 + int(-math.log(1 - rng.random()))
-    elif r < spec.purchase_probability + spec.click_probability:
+    elif r < buy + spec.click_probability:
         etype = "click"
     return Event(
         f"syn-{spec.seed}-{n}", user.uid, f"i{item}", f"c{catalog.category_of[item]}", ts, etype,

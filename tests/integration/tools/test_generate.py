@@ -116,3 +116,35 @@ def test_generate_command_sends_at_the_target_rate(settings: Settings, tmp_path:
     assert {v["event_id"] for v in values} == {f"syn-5-{i}" for i in range(1500)}
     gt = orjson.loads(truth.read_bytes())
     assert gt["events"] == 1500 and gt["spec"]["seed"] == 5
+
+
+def test_churners_decline_before_they_stop() -> None:
+    """Over the decline phase a churner's gaps grow (up to ``churn_slowdown`` x) and purchases
+    fade; before it they behave like everyone else. Without the phase the stop is abrupt."""
+    spec = replace(SPEC, users=300, churn_decline_ms=4 * DAY_MS, churn_slowdown=10.0)
+
+    def gaps_and_buys(spec: WorkloadSpec) -> tuple[float, float, float, float]:
+        truth = GroundTruth(spec)
+        by_user: dict[str, list] = defaultdict(list)
+        for e in iter_synthetic_events(spec, truth):
+            by_user[e.user_id].append(e)
+        early_gaps, late_gaps, early_buys, late_buys = [], [], [], []
+        for user, churn_at in truth.churn_at.items():
+            evs = by_user[user]
+            for a, b in zip(evs, evs[1:], strict=False):
+                if b.ts < churn_at - spec.churn_decline_ms - DAY_MS:  # well before the phase
+                    early_gaps.append(b.ts - a.ts)
+                    early_buys.append(b.type == "purchase")
+                elif a.ts > churn_at - DAY_MS:  # the last day of the phase: 8-10x slower
+                    late_gaps.append(b.ts - a.ts)
+                if a.ts > churn_at - 2 * DAY_MS:
+                    late_buys.append(b.type == "purchase")
+        mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
+        return mean(early_gaps), mean(late_gaps), mean(early_buys), mean(late_buys)
+
+    early_gap, late_gap, early_buy, late_buy = gaps_and_buys(spec)
+    assert late_gap > 3 * early_gap  # (gaps that would end after the churn time are cut off)
+    assert late_buy < 0.6 * early_buy
+    abrupt = replace(spec, churn_decline_ms=0, churn_slowdown=1.0)
+    early_gap, late_gap, _, _ = gaps_and_buys(abrupt)
+    assert late_gap < 2 * early_gap

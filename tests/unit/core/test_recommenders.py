@@ -23,7 +23,7 @@ def test_baseline_ranks_popular_items_of_the_strongest_categories_and_skips_boug
     items = [i for i, _, _ in answer.items]
     assert items[0] == "a1" and "a2" not in items and "z1" not in items
     assert answer.categories is None and answer.churn_probability is None
-    assert rec.churn_probability(b"u") is None
+    assert rec.risk_threshold is None  # no churn risk: the silence rule alone warns
 
 
 def test_one_answer_per_request_in_order() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 
+import msgpack
+
 from stream_app.core.events import Event
 from stream_app.core.state import MAX_CATEGORIES, StatePolicy, UserState, event_id_hash
 
@@ -88,10 +90,23 @@ def test_faded_categories_are_forgotten_and_extreme_profiles_bounded() -> None:
 
 def test_codec_round_trip() -> None:
     state = apply_all(events(300, categories=10))
-    state.churn_warned_at = T0 + 5
+    state.churn_warned_at, state.churn_rule, state.churn_risk = T0 + 5, "risk", 0.25
     back = UserState.decode(state.encode())
     assert back.encode() == state.encode()
     assert back.to_json(POLICY) == state.to_json(POLICY)
+    assert (back.churn_rule, back.churn_risk) == ("risk", 0.25)
+
+
+def test_codec_reads_format_2_states() -> None:
+    """A state written before the churn risk was kept (format 2): no risk known, and an open
+    episode was the silence rule's (the only rule then)."""
+    state = apply_all(events(30, categories=3))
+    state.churn_warned_at = T0 + 5
+    old = msgpack.unpackb(state.encode(), use_list=False)
+    v2 = msgpack.packb((2, *old[1:9]), use_bin_type=True)
+    back = UserState.decode(v2)
+    assert (back.churn_warned_at, back.churn_rule, back.churn_risk) == (T0 + 5, "silence", None)
+    assert back.window == state.window and back.interests == state.interests
 
 
 def test_short_term_profile_follows_a_recent_shift() -> None:
