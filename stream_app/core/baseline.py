@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 from stream_app.core.catalog import Catalog
+from stream_app.core.churn import RiskThreshold
 from stream_app.core.recommender import Recommendation, RecommendationRequest
 from stream_app.core.state import TYPE_WEIGHT, StatePolicy
 
@@ -20,7 +21,7 @@ OWN_HISTORY_WEIGHT = 0.5  # a catalog hit and a re-engagement candidate weigh al
 
 class BaselineRecommender:
     name = "baseline"
-    risk_threshold = None  # no churn risk: the silence rule alone warns
+    risk_threshold: RiskThreshold | None = None  # no churn risk: the silence rule alone warns
 
     def __init__(self, catalog: Catalog | None, k: int, policy: StatePolicy):
         self.catalog, self.k, self.policy = catalog, k, policy

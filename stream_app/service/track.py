@@ -261,7 +261,8 @@ class Tracker:
                 state = states[request.user]
                 if self.risk_rule.update(state, answer.churn_probability, request.at_ts):
                     out.add(OutputRecord(self.settings.topic_churn_warnings, request.user,
-                                         self.churn_warning(request.user, state, request)))
+                                         self.churn_warning(request.user, state, request),
+                                         source=out.records[slot].source))
 
     def _dead_letter_later(self, out: Outputs, reason: str, event: Event, state: UserState,
                            key: bytes, value: bytes | None, envelope: Envelope,
