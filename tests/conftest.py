@@ -67,11 +67,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker("kafka_only"):
         engines = [kafka]
     elif metafunc.definition.get_closest_marker("both_engines"):
-        # Not gating on Kafka yet: a worker intermittently holds the last events of a partition
-        # there (seen in about 1 of 25 Kafka runs, cause open: issue 11). Each run still reports
-        # the outcome (xpassed / xfailed with the assertion).
-        engines = [tansu, pytest.param("kafka", id="kafka", marks=[pytest.mark.kafka, pytest.mark.xfail(
-            strict=False, reason="intermittent stall on 3-node Apache Kafka (issue 11, open)")])]
+        engines = [tansu, kafka]
     else:
         engines = [tansu]
     metafunc.parametrize("engine", engines, indirect=True, scope="session")
