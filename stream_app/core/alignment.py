@@ -81,6 +81,7 @@ class EventTimeMerge(Generic[T]):
         self.on_release = on_release
         self._queues: dict[tuple[str, int], deque[tuple[SortKey, float, T]]] = {}
         self._blocked_since: dict[int, float] = {}
+        self.stalled_by: list[tuple[str, int]] = []  # the sources reported behind at the last "stalled"
         self._last_add: dict[tuple[str, int], float] = {}  # when a source last delivered an event
         self._started = clock()
 
@@ -137,6 +138,7 @@ class EventTimeMerge(Generic[T]):
                         idle = True  # caught up as of an older fetch: a newer one is needed
                 if behind and stalled:
                     self._blocked_since.pop(p, None)
+                    self.stalled_by = [tp for tp in heads if tp in as_of and as_of[tp].behind]
                     how = "stalled"
                 elif behind:
                     self._blocked_since.pop(p, None)

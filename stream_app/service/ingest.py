@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import faust
 from aiokafka.errors import IllegalStateError
@@ -46,18 +47,33 @@ class Ingest:
         # exactly once: dead letters of rejected records wait here (offset, event, letter) until
         # every lower offset of their partition was forwarded, so that a partition's transaction
         # never holds records of offsets above the one it commits (service/sender.py)
+        self._stall_logged = 0.0
         self.pending_dead: dict[tuple[str, int], list[tuple[int, EventT, OutputRecord]]] = {}
 
     def holding(self) -> bool:
         """Whether events or dead letters wait for a later :meth:`forward`."""
         return bool(len(self.merge) or self.pending_dead)
 
-    @staticmethod
-    def _released(how: str) -> None:
+    def _released(self, how: str) -> None:
         metrics.ALIGNED_EVENTS.labels(how).inc()
-        if how == "stalled":
-            log.warning("event-time merge: an input partition reported behind delivered nothing for "
-                        "TRACKER_ALIGN_STALL_S; passing it (order may vary)")
+        if how == "stalled" and time.monotonic() - self._stall_logged >= 10:
+            self._stall_logged = time.monotonic()
+            log.warning("event-time merge: input partitions %s reported behind delivered nothing for "
+                        "TRACKER_ALIGN_STALL_S; passing them (order may vary): %s",
+                        self.merge.stalled_by, [self._describe(*tp) for tp in self.merge.stalled_by])
+
+    def _describe(self, topic: str, partition: int) -> dict[str, Any]:
+        """What the consumer knows of an input partition, for the stall's log line."""
+        tp = TP(topic, partition)
+        consumer: Any = self.app.consumer
+        try:
+            return {"highwater": consumer.highwater(tp), "last_seen": self.last_offset.get(tp),
+                    "committed": compat.committed_offset(self.app, tp),
+                    "fetch_position": compat.fetch_position(self.app, tp),
+                    "active": tp in consumer._active_partitions,
+                    "buffered": tp in consumer._buffered_partitions}
+        except Exception as exc:  # diagnostics only: never let them take the worker down
+            return {"error": repr(exc)}
 
     def source_view(self, topic: str, partition: int) -> SourceView:
         """What the consumer knows of an input partition with nothing buffered (see alignment.py)."""
