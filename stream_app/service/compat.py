@@ -17,6 +17,18 @@ from faust.streams import _current_event
 from faust.types import TP, EventT
 
 
+def _patched(owner: type, name: str) -> bool:
+    """Whether ``owner.name`` is already this module's replacement (each is installed once)."""
+    return bool(getattr(getattr(owner, name), "_tracker_patch", False))
+
+
+def _patch(owner: type, name: str, replacement: Any) -> None:
+    """Install ``replacement`` as ``owner.name``, keeping the library's as ``_faust_original``."""
+    replacement._tracker_patch = True
+    replacement._faust_original = getattr(owner, name)
+    setattr(owner, name, replacement)
+
+
 @contextlib.contextmanager
 def current_event(event: EventT) -> Iterator[None]:
     """Make ``event`` Faust's *current event* while a table is written.
@@ -73,6 +85,13 @@ def fetch_position(app: faust.App, tp: TP) -> int | None:
     return state.position if state is not None and state.has_valid_position else None
 
 
+def fetch_state(app: faust.App, tp: TP) -> tuple[bool, bool]:
+    """(active, buffered) of ``tp`` in Faust's consumer (``Consumer._active_partitions``,
+    ``_buffered_partitions``): whether it is fetched, or held back for a full stream buffer."""
+    consumer: Any = app.consumer
+    return tp in (consumer._active_partitions or ()), tp in consumer._buffered_partitions
+
+
 def idempotent_producer(app: faust.App) -> None:
     """Make Faust's own producer (the state changelog's) idempotent with ``acks=all``.
 
@@ -104,7 +123,7 @@ def seek_before_resuming() -> None:
     """
     from faust.tables.recovery import Recovery
 
-    if getattr(Recovery.on_recovery_completed, "_seek_first", False):
+    if _patched(Recovery, "on_recovery_completed"):
         return
 
     async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
@@ -136,9 +155,7 @@ def seek_before_resuming() -> None:
         self.app.on_rebalance_end()
         self.log.info("Worker ready")
 
-    on_recovery_completed._seek_first = True  # type: ignore[attr-defined]
-    on_recovery_completed._faust_original = Recovery.on_recovery_completed  # type: ignore[attr-defined]
-    Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
+    _patch(Recovery, "on_recovery_completed", on_recovery_completed)
 
 
 def fetch_what_is_active() -> None:
@@ -156,9 +173,9 @@ def fetch_what_is_active() -> None:
     asks keeps what is fetched to what was active; an empty snapshot fetches nothing."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    original = AIOKafkaConsumerThread._fetch_records
-    if getattr(original, "_snapshot", False):
+    if _patched(AIOKafkaConsumerThread, "_fetch_records"):
         return
+    original = AIOKafkaConsumerThread._fetch_records
 
     async def _fetch_records(self: Any, consumer: Any, active_partitions: Any, timeout: float | None = None,
                              max_records: int | None = None) -> Any:
@@ -170,9 +187,7 @@ def fetch_what_is_active() -> None:
             return {}
         return await original(self, consumer, snapshot, timeout=timeout, max_records=max_records)
 
-    _fetch_records._snapshot = True  # type: ignore[attr-defined]
-    _fetch_records._faust_original = original  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
+    _patch(AIOKafkaConsumerThread, "_fetch_records", _fetch_records)
 
 
 def seek_uncommitted_to_start() -> None:
@@ -187,9 +202,9 @@ def seek_uncommitted_to_start() -> None:
     final. Changelog partitions are left alone: recovery positions them itself."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    original = AIOKafkaConsumerThread.seek_to_committed
-    if getattr(original, "_to_start", False):
+    if _patched(AIOKafkaConsumerThread, "seek_to_committed"):
         return
+    original = AIOKafkaConsumerThread.seek_to_committed
 
     async def seek_to_committed(self: Any) -> Any:
         committed = await original(self)
@@ -199,9 +214,7 @@ def seek_uncommitted_to_start() -> None:
             await self.seek_to_beginning(*uncommitted)
         return committed
 
-    seek_to_committed._to_start = True  # type: ignore[attr-defined]
-    seek_to_committed._faust_original = original  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    _patch(AIOKafkaConsumerThread, "seek_to_committed", seek_to_committed)
 
 
 def transactional_id(app: faust.App, source: TP) -> str:
@@ -292,11 +305,10 @@ def committed_highwaters() -> None:
     once per process, before the app starts."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    if getattr(AIOKafkaConsumerThread._highwaters, "_fetched", False):
+    if _patched(AIOKafkaConsumerThread, "_highwaters"):
         return
 
     async def _highwaters(self: Any, partitions: list[TP]) -> Any:
         return await self._ensure_consumer().end_offsets(partitions)
 
-    _highwaters._fetched = True  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
+    _patch(AIOKafkaConsumerThread, "_highwaters", _highwaters)

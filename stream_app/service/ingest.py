@@ -65,13 +65,12 @@ class Ingest:
     def _describe(self, topic: str, partition: int) -> dict[str, Any]:
         """What the consumer knows of an input partition, for the stall's log line."""
         tp = TP(topic, partition)
-        consumer: Any = self.app.consumer
         try:
-            return {"highwater": consumer.highwater(tp), "last_seen": self.last_offset.get(tp),
+            active, buffered = compat.fetch_state(self.app, tp)
+            return {"highwater": self.app.consumer.highwater(tp), "last_seen": self.last_offset.get(tp),
                     "committed": compat.committed_offset(self.app, tp),
                     "fetch_position": compat.fetch_position(self.app, tp),
-                    "active": tp in consumer._active_partitions,
-                    "buffered": tp in consumer._buffered_partitions}
+                    "active": active, "buffered": buffered}
         except Exception as exc:  # diagnostics only: never let them take the worker down
             return {"error": repr(exc)}
 
