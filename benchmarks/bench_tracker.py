@@ -12,12 +12,18 @@ Per workload, each consumer reads the same events, pre-loaded into its own topic
 - (c) tracker + model: the worker with ``TRACKER_MODEL_DIR`` (micro-batches, one runtime call per
   batch, cached keys/values);
 - (d) naive: the same worker with ``TRACKER_BATCH_MAX=1`` (a micro-batch of one event: a state write,
-  a changelog record and an output delivery per event, in ingest too) and
-  ``TRACKER_MODEL_CACHE_USERS=0`` (no cached keys/values: every event recomputes its whole context
-  from position 0). Both are documented settings; nothing in the worker changes.
+  a changelog record and an output delivery per event, in ingest too), ``TRACKER_MODEL_CACHE_USERS=0``
+  (no cached keys/values: every event recomputes its whole context from position 0) and
+  ``TRACKER_RECOMMEND_MIN_GAP_S=0`` (a recommendation per event). All are documented settings; nothing
+  in the worker changes.
 
-Rates are events / (last output's Kafka timestamp - first output's) for the workers, first to last
-batch for the bare loop; (d) is timed over its first ``--naive-events`` recommendations.
+(b), (c) and the latency run use ``--recommend-min-gap-s`` (default: the setting's default), so not
+every event makes a recommendation (which ones depends on the order events are applied in: the Taobao
+file is grouped by user, not in time order). Rates are events / (last output's Kafka timestamp - first
+recommendation's) for the workers, where the outputs are the recommendations and the state changelog
+(every micro-batch that applied events writes its users' states last), read until nothing new came for
+``IDLE_S``; first to last batch for the bare loop; (d) is timed over its first ``--naive-events``
+recommendations (one per event).
 
 Then, for (c): a fresh worker fed at half of (c)'s measured rate for ``--latency-seconds``; latency =
 the recommendation record's Kafka timestamp (stamped when the worker sends it) - the input record's
@@ -103,6 +109,7 @@ class Figures:
     naive_changelog_bytes_per_event: float = float("nan")
     kv_cache_bytes: float = float("nan")
     kv_hit_rate: float = float("nan")
+    recommendations: int = 0  # made by (c) (the rate limit in event time)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -154,6 +161,7 @@ def build_table(figs: Sequence[Figures], loadavg: tuple[float, float, float]) ->
         ("(c) latency p50 / p99, ms", lambda f: f"{_num(f.p50_ms)} / {_num(f.p99_ms)}"),
         ("  at events/s (events)", lambda f: f"{_num(f.latency_rate)} ({f.latency_events:,})"),
         ("users", lambda f: f"{f.users:,}"),
+        ("recommendations (c) per event", lambda f: f"{f.recommendations / max(f.events, 1):.1%}"),
         ("state bytes per user (newest changelog value)", lambda f: _num(f.state_bytes_per_user, " B")),
         ("changelog bytes per event (c)", lambda f: _num(f.changelog_bytes_per_event, " B")),
         ("changelog bytes per event (d)", lambda f: _num(f.naive_changelog_bytes_per_event, " B")),
@@ -200,6 +208,45 @@ def loadavg() -> tuple[float, float, float]:
 async def preload(settings: Settings, events: list[Event]) -> None:
     await create_topics(settings, settings.topics_to_create())
     await send_events(settings, events, create=False)
+
+
+IDLE_S = 10.0  # a worker is done once nothing new came out for this long
+
+
+async def activity_span(settings: Settings, on_first: Callable[[], None] | None = None,
+                        timeout: float = 900) -> tuple[float, float, int]:
+    """(first recommendation, last recommendation or changelog record) Kafka timestamps (s) and the
+    number of recommendations, once nothing new came for ``IDLE_S``."""
+    from aiokafka import TopicPartition
+
+    from stream_app.kafka.clients import make_consumer
+
+    recs, changelog = settings.topic_recommendations, changelog_topic_name(settings)
+    consumer = make_consumer(settings)
+    await consumer.start()
+    consumer.assign([TopicPartition(t, p) for t in (recs, changelog) for p in range(settings.partitions)])
+    await consumer.seek_to_beginning()
+    first, last, n = float("inf"), 0.0, 0
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline and (n == 0 or time.monotonic() - quiet_since < IDLE_S):
+            got = await consumer.getmany(timeout_ms=500)
+            for tp, batch in got.items():
+                if not batch:
+                    continue
+                quiet_since = time.monotonic()
+                last = max(last, *(r.timestamp / 1000 for r in batch))
+                if tp.topic == recs:
+                    if n == 0 and on_first is not None:
+                        on_first()
+                    n += len(batch)
+                    first = min(first, *(r.timestamp / 1000 for r in batch))
+    finally:
+        await consumer.stop()
+    if n == 0:
+        raise TimeoutError(f"{settings.app_id}: no recommendation in {timeout} s")
+    return first, last, n
 
 
 async def read_all(settings: Settings, topic: str) -> list[Any]:
@@ -264,9 +311,11 @@ def bare_rate(settings: Settings, n: int, work: Path) -> float:
         stop_process(proc)
 
 
-def worker_rate(settings: Settings, n: int, work: Path, env: dict[str, str],
+def worker_rate(settings: Settings, n: int, work: Path, env: dict[str, str], expect: int | None = None,
                 scrape_metrics: bool = False, profile_s: float = 0) -> tuple[float, dict[str, Any]]:
-    """Events/s of a worker over ``n`` recommendations; its metrics (and py-spy profile) with it."""
+    """Events/s of a worker over ``n`` events (timed over its first ``expect`` recommendations if
+    given, else until it falls silent: :func:`activity_span`); its metrics (and py-spy profile), and
+    the number of recommendations, with it."""
     proc = spawn_worker(settings, work / f"{settings.app_id}.log", **env)
     extra: dict[str, Any] = {}
     spy: list[subprocess.Popen[bytes]] = []
@@ -280,12 +329,16 @@ def worker_rate(settings: Settings, n: int, work: Path, env: dict[str, str],
                  "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
 
     try:
-        first, last, got = asyncio.run(output_span(settings, n, on_first=start_spy))
+        if expect is None:
+            first, last, extra["recommendations"] = asyncio.run(activity_span(settings, start_spy))
+        else:
+            first, last, extra["recommendations"] = asyncio.run(output_span(settings, expect,
+                                                                            on_first=start_spy))
         if scrape_metrics:
             extra["metrics"] = scrape("127.0.0.1", settings.metrics_port)
         for s in spy:
             s.wait(profile_s + 60)
-        return got / (last - first), extra
+        return (n if expect is None else expect) / (last - first), extra
     finally:
         stop_process(proc)
 
@@ -331,14 +384,15 @@ async def produce_at_rate(settings: Settings, events: list[Event], rate: float) 
 
 def latency(settings: Settings, events: list[Event], rate: float, work: Path,
             env: dict[str, str]) -> tuple[float, float, int]:
-    """(p50, p99) ms from input record to recommendation record, for ``events`` sent at ``rate``."""
+    """(p50, p99) ms from input record to recommendation record, for ``events`` sent at ``rate``
+    (the recommendations that came until none came for ``IDLE_S``)."""
     asyncio.run(create_topics(settings, settings.topics_to_create()))
     proc = spawn_worker(settings, work / f"{settings.app_id}.log", **env)
     try:
         wait_ready(settings, proc)
         time.sleep(2)  # the assignment settles (the tracker's first batch after a rebalance)
         sent = asyncio.run(produce_at_rate(settings, events, rate))
-        recs = asyncio.run(_read_recommendations(settings, len(events)))
+        recs = asyncio.run(_read_recommendations(settings))
     finally:
         stop_process(proc)
     lat = [r.timestamp - sent[orjson.loads(r.value)["trigger"]["event_id"]] for r in recs]
@@ -346,7 +400,7 @@ def latency(settings: Settings, events: list[Event], rate: float, work: Path,
     return float(p50), float(p99), len(lat)
 
 
-async def _read_recommendations(settings: Settings, expect: int, timeout: float = 300) -> list[Any]:
+async def _read_recommendations(settings: Settings, timeout: float = 300) -> list[Any]:
     from aiokafka import TopicPartition
 
     from stream_app.kafka.clients import make_consumer
@@ -357,11 +411,13 @@ async def _read_recommendations(settings: Settings, expect: int, timeout: float 
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     out: list[Any] = []
-    deadline = time.monotonic() + timeout
+    deadline = quiet = time.monotonic() + timeout
     try:
-        while len(out) < expect and time.monotonic() < deadline:
+        while time.monotonic() < min(deadline, quiet + IDLE_S):
             for recs in (await consumer.getmany(timeout_ms=500)).values():
-                out.extend(recs)
+                if recs:
+                    out.extend(recs)
+                    quiet = time.monotonic()
     finally:
         await consumer.stop()
     return out
@@ -374,7 +430,8 @@ def metric(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: 
 
 
 def measure(name: str, events: list[Event], model_dir: Path, base: Settings, work: Path,
-            naive_events: int, latency_seconds: float, profile_s: float) -> tuple[Figures, Any]:
+            naive_events: int, latency_seconds: float, profile_s: float,
+            min_gap_s: float) -> tuple[Figures, Any]:
     n = len(events)
     tag = name.lower().split()[0]
     ns = {k: base.namespaced(f"{tag}-{k}", metrics_port=free_port(), web_port=free_port())
@@ -382,13 +439,15 @@ def measure(name: str, events: list[Event], model_dir: Path, base: Settings, wor
     for k in ("bare", "plain", "model", "naive") + (("profile",) if profile_s else ()):
         asyncio.run(preload(ns[k], events))
     print(f"[{name}] {n:,} events pre-loaded into each set of topics; load {loadavg()}", flush=True)
-    model_env = {"TRACKER_MODEL_DIR": str(model_dir)}
+    gap_env = {"TRACKER_RECOMMEND_MIN_GAP_S": repr(min_gap_s)}
+    model_env = {"TRACKER_MODEL_DIR": str(model_dir), **gap_env}
 
     f = Figures(name, n, bare_rate(ns["bare"], n, work), 0, 0, 0, min(naive_events, n))
     print(f"[{name}] (a) bare {f.bare:,.0f}/s; load {loadavg()}", flush=True)
-    f.plain, _ = worker_rate(ns["plain"], n, work, {})
+    f.plain, _ = worker_rate(ns["plain"], n, work, gap_env)
     print(f"[{name}] (b) tracker {f.plain:,.0f}/s; load {loadavg()}", flush=True)
     f.model, extra = worker_rate(ns["model"], n, work, model_env, scrape_metrics=True)
+    f.recommendations = extra["recommendations"]
     print(f"[{name}] (c) tracker + model {f.model:,.0f}/s; load {loadavg()}", flush=True)
     m = extra["metrics"]
     step = metric(m, "tracker_model_updates_total", path="step")
@@ -399,10 +458,12 @@ def measure(name: str, events: list[Event], model_dir: Path, base: Settings, wor
     records, total, f.state_bytes_per_user = changelog_figures(ns["model"])
     f.changelog_bytes_per_event = total / n
     f.extra["changelog records (c)"] = f"{records:,}"
+    f.extra["TRACKER_RECOMMEND_MIN_GAP_S (b, c)"] = f"{min_gap_s:g} s"
     f.users = len({e.user_id for e in events})
 
     f.naive, _ = worker_rate(ns["naive"], f.naive_events, work,
-                             {**model_env, "TRACKER_BATCH_MAX": "1", "TRACKER_MODEL_CACHE_USERS": "0"})
+                             {**model_env, "TRACKER_BATCH_MAX": "1", "TRACKER_MODEL_CACHE_USERS": "0",
+                              "TRACKER_RECOMMEND_MIN_GAP_S": "0"}, f.naive_events)
     print(f"[{name}] (d) naive {f.naive:,.0f}/s; load {loadavg()}", flush=True)
     records_d, total_d, _ = changelog_figures(ns["naive"])
     f.naive_changelog_bytes_per_event = total_d / max(records_d, 1)  # one record per applied event
@@ -433,6 +494,9 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=30)
     ap.add_argument("--profile-seconds", type=float, default=30, help="py-spy on (c), Taobao; 0: off")
     ap.add_argument("--only", choices=("taobao", "synthetic"), default=None)
+    ap.add_argument("--recommend-min-gap-s", type=float, default=Settings().recommend_min_gap_s,
+                    help="TRACKER_RECOMMEND_MIN_GAP_S of (b), (c) and the latency run ((d): 0)")
+    ap.add_argument("--profile-out", type=Path, default=None, help="keep the raw py-spy profile here")
     args = ap.parse_args()
     started = time.monotonic()
     workloads: list[tuple[str, list[Event], Path]] = []
@@ -450,13 +514,16 @@ def main() -> None:
             base = Settings(broker_url=broker.url, data_dir=work / "data", log_level="warning")
             for i, (name, events, model) in enumerate(workloads):
                 f, p = measure(name, events, model, base, work, args.naive_events,
-                               args.latency_seconds, args.profile_seconds if i == 0 else 0)
+                               args.latency_seconds, args.profile_seconds if i == 0 else 0,
+                               args.recommend_min_gap_s)
                 figs.append(f)
                 profile = profile or p
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
     print(build_table(figs, loadavg()))
+    if profile and args.profile_out is not None:
+        args.profile_out.write_text(profile)
     if profile:
         print(f"\npy-spy on (c), {figs[0].workload}, {args.profile_seconds:.0f} s from the first "
               f"recommendation: top self time")

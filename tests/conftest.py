@@ -119,7 +119,9 @@ def broker_url(engine: str, request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def engine_settings(engine: str, broker_url: str) -> Settings:
     """The engine's base settings (profile, replication factor, bootstrap servers)."""
-    return Settings(broker_url=broker_url, partitions=4, **ENGINE_SETTINGS[engine])
+    # a recommendation per applied event: most tests follow the worker's progress (and check its
+    # answers) by its recommendations; the rate limit has tests of its own
+    return Settings(broker_url=broker_url, partitions=4, recommend_min_gap_s=0, **ENGINE_SETTINGS[engine])
 
 
 @pytest.fixture

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         "many of its users have reached: one user's far-future events cannot trigger churn warnings",
     )
     recommendations_k: int = Field(10, ge=1, le=200, description="items per recommendation")
+    recommend_min_gap_s: float = Field(
+        30.0, ge=0, description="event time (seconds) between two recommendations of "
+        "a user: an applied event triggers one if the user has none yet or its time is at least this "
+        "much after the event that triggered the last one; 0: every applied event. The user's state "
+        "(window, interests, counts) is still updated by every event",
+    )
     batch_max: int = Field(1000, ge=1, description="micro-batch size (events)")
     batch_within_s: float = Field(0.05, gt=0, description="micro-batch wait (seconds)")
     fetch_wait_ms: int | None = Field(

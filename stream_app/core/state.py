@@ -12,7 +12,12 @@ Policies (documented in the README):
   time, so the window, counts and interests do not depend on the order in which events arrive;
 - interest strength per category decays in event time, on two horizons: long-term
   (``interest_half_life_ms``, a week by default) and short-term (``short_half_life_ms``, a day), so
-  replays give the same profile as live processing.
+  replays give the same profile as live processing;
+- recommendations are rate-limited per user in event time: an applied event triggers one when the
+  user has none yet or when its time is at least ``recommend_min_gap_ms`` after the event that
+  triggered the user's last one (0: every applied event). The decision reads only event times kept
+  in the state, so it is the same at any speed and whatever the micro-batches; a late event (older
+  than the last trigger) never triggers one unless the gap is 0.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import msgpack
 from stream_app.core.events import TYPE_CODE, Event
 
 # 2: short-term interest beside the long-term one (1 is read, short = long); 3: the model's churn
-# risk at the newest event and the rule of the open churn episode (1 and 2 are read: none known)
-FORMAT_VERSION = 3
+# risk at the newest event and the rule of the open churn episode (1 and 2 are read: none known);
+# 4: the event time of the user's last recommendation (1-3 are read: none yet)
+FORMAT_VERSION = 4
 SILENCE, RISK = "silence", "risk"  # the churn-warning rules (core/churn.py)
 # Interest added per event, by type code (click, browse, purchase): buying says most.
 TYPE_WEIGHT = (3.0, 1.0, 5.0)
@@ -58,6 +64,7 @@ class StatePolicy:
     late_tolerance_ms: int | None = None
     interest_half_life_ms: int = 7 * 24 * 3600 * 1000
     short_half_life_ms: int = 24 * 3600 * 1000
+    recommend_min_gap_ms: int = 0  # event time between two recommendations of a user (0: every event)
 
     @property
     def decay_rate(self) -> float:  # per ms
@@ -83,6 +90,7 @@ class UserState:
     short: dict[str, float] = field(default_factory=dict)  # category -> short-term strength at ref_ts
     churn_risk: float | None = None  # the model's churn risk at the newest event; None = no model
     churn_rule: str = ""  # the rule that opened the current churn episode (SILENCE, RISK; "" = none)
+    recommended_ts: int | None = None  # event time of the event that triggered the last recommendation
     _id_set: set[int] | None = None
 
     # --- applying events -----------------------------------------------------------------
@@ -127,6 +135,15 @@ class UserState:
         else:
             self.first_ts = min(self.first_ts, ts)
         self.counts[code] += 1
+
+    def triggers_recommendation(self, ts: int, policy: StatePolicy) -> bool:
+        """Whether the applied event at ``ts`` triggers a recommendation (the rule in the module
+        docstring); if so, it is remembered as the user's last trigger."""
+        gap = policy.recommend_min_gap_ms
+        if gap > 0 and self.recommended_ts is not None and ts - self.recommended_ts < gap:
+            return False
+        self.recommended_ts = ts if self.recommended_ts is None else max(ts, self.recommended_ts)
+        return True
 
     def close_churn_episode(self) -> None:
         self.churn_warned_at, self.churn_rule = 0, ""
@@ -203,7 +220,7 @@ class UserState:
             (
                 FORMAT_VERSION, self.window, flat, self.counts, self.first_ts, self.last_ts,
                 self.recent_ids.tobytes(), self.recent_ts.tobytes(), self.churn_warned_at,
-                self.churn_risk, self.churn_rule,
+                self.churn_risk, self.churn_rule, self.recommended_ts,
             ),
             use_bin_type=True,
         )
@@ -213,9 +230,10 @@ class UserState:
         # tuples throughout (cheaper than lists: window entries are tuples anyway)
         (version, window, flat, counts, first_ts, last_ts, ids, id_ts, warned,
          *churn) = msgpack.unpackb(data, use_list=False)
-        if version not in (1, 2, FORMAT_VERSION):
+        if version not in (1, 2, 3, FORMAT_VERSION):
             raise ValueError(f"user state format {version} is not {FORMAT_VERSION}")
-        risk, rule = churn if version == FORMAT_VERSION else (None, SILENCE if warned else "")
+        risk, rule = churn[:2] if version >= 3 else (None, SILENCE if warned else "")
+        recommended = churn[2] if version >= 4 else None
         step = 3 if version == 1 else 4
         cats = flat[0::step]
         interests = {c: [v, r] for c, v, r in zip(cats, flat[1::step], flat[2::step], strict=True)}
@@ -224,7 +242,7 @@ class UserState:
         recent.frombytes(ids)
         recent_ts.frombytes(id_ts)
         return cls(list(window), interests, list(counts), first_ts, last_ts, recent, recent_ts,
-                   warned, short, risk, rule)
+                   warned, short, risk, rule, recommended)
 
     def to_json(self, policy: StatePolicy) -> dict[str, object]:
         """A readable view (for the HTTP endpoint and tests)."""

@@ -40,7 +40,6 @@ from stream_app.model.features import (
     context_length,
     encode_appended,
     encode_windows,
-    is_incremental,
 )
 from stream_app.model.kv_cache import KVCache, KVPool
 from stream_app.model.providers import cuda_usable
@@ -116,12 +115,16 @@ class ModelRuntime:
     def update_chunks(self, windows: Sequence[Sequence[WindowEvent]], n_events: Sequence[int] | None = None,
                       caches: Sequence[KVCache | None] | None = None, answers: Sequence[int] | None = None,
                       k: int = 10, exclude_seen: bool = False, first_ts: Sequence[int] | None = None,
-                      keep: Sequence[bool] | None = None) -> Predictions:
+                      keep: Sequence[bool] | None = None,
+                      answer_events: Sequence[Sequence[int]] | None = None) -> Predictions:
         """Like :meth:`update`, answering at each of the ``answers[b]`` newest events of user ``b`` (rows
-        ordered by user, then event). Events that extend the cached context are appended to it as one
-        causal chunk; a reset of the context among them starts a full recompute from there. The window
-        must hold the context of every answered event (raises ``ValueError`` otherwise). ``keep[b]``
-        False: the caller will not use entry ``b``'s cache, so it takes no pool slot (default: all kept)."""
+        ordered by user, then event), or at the events numbered ``answer_events[b]`` (the user's event
+        counts at them, ascending, the last one ``n_events[b]``): a sparse set, e.g. the events that
+        triggered a recommendation. Every event since the cached one up to an answered event is appended
+        to the cached context as one causal chunk, answered or not; a reset of the context among them
+        starts a full recompute from there. The window must hold the context of every answered event
+        (raises ``ValueError`` otherwise). ``keep[b]`` False: the caller will not use entry ``b``'s
+        cache, so it takes no pool slot (default: all kept)."""
         B = len(windows)
         counts = [len(w) for w in windows] if n_events is None else list(n_events)
         handles: list[KVCache | None] = list(caches) if caches is not None else [None] * B
@@ -129,9 +132,12 @@ class ModelRuntime:
             raise ValueError("a user has more events than the window holds: pass first_ts (the time of "
                              "the user's first event)")
         firsts = [w[0][3] if w else 0 for w in windows] if first_ts is None else list(first_ts)
-        wanted = [1] * B if answers is None else list(answers)
+        if answer_events is None:
+            wanted = [1] * B if answers is None else list(answers)
+            answer_events = [range(max(n - m + 1, 1), n + 1) for n, m in zip(counts, wanted, strict=True)]
         L = self.spec.window_length
-        rows = self._rows(windows, counts, handles, wanted, firsts, L, [True] * B if keep is None else keep)
+        rows = self._rows(windows, counts, handles, answer_events, firsts, L,
+                          [True] * B if keep is None else keep)
         A = sum(len(r.answers) for r in rows)
         C = len(self.categories)
         cats = np.zeros((A, C), np.float32)
@@ -162,22 +168,23 @@ class ModelRuntime:
         return Predictions(top, cats, churn, vectors, caches_out, stepped, user)
 
     def _rows(self, windows: Sequence[Sequence[WindowEvent]], counts: list[int],
-              handles: list[KVCache | None], wanted: list[int], firsts: list[int], L: int,
-              keep: Sequence[bool]) -> list[Row]:
+              handles: list[KVCache | None], answer_events: Sequence[Sequence[int]], firsts: list[int],
+              L: int, keep: Sequence[bool]) -> list[Row]:
         """Split each user's answered events into contexts (a reset starts a new one)."""
         rows: list[Row] = []
         for b, w in enumerate(windows):
-            n, m = counts[b], wanted[b]
+            n = counts[b]
             if n <= 0 or not w:
                 continue
             segments: list[list[int]] = []
-            for e in range(n - m + 1, n + 1):
-                if e < 1:
-                    continue
-                if segments and is_incremental(e, L):
+            reset = -1
+            for e in answer_events[b]:
+                # the same context as the previous answered event (the same reset point) or a new one
+                if segments and e - context_length(e, L) == reset:
                     segments[-1].append(e)
                 else:
                     segments.append([e])
+                reset = e - context_length(e, L)
             for si, seg in enumerate(segments):
                 e1 = seg[-1]
                 end = len(w) - (n - e1)
@@ -187,9 +194,11 @@ class ModelRuntime:
                                      f"of a user with {n} events")
                 context = w[end - c:end]
                 start, h = 0, handles[b] if si == 0 else None
-                if (h is not None and is_incremental(seg[0], L) and h.n_events == seg[0] - 1
-                        and end - len(seg) - 1 >= 0 and tuple(w[end - len(seg) - 1]) == tuple(h.last_event)
-                        and h.length == c - len(seg) and self.pool.valid(h)):
+                d = e1 - h.n_events if h is not None else 0  # events since the cached one
+                # (h.length == c - d: the cached context is this one's first positions, no reset since)
+                if (h is not None and h.n_events < seg[0] and end - d - 1 >= 0
+                        and tuple(w[end - d - 1]) == tuple(h.last_event)
+                        and h.length == c - d and self.pool.valid(h)):
                     start = h.length
                 else:
                     h = None

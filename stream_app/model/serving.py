@@ -1,9 +1,11 @@
-"""Recommendations from the attention model inside the worker, one per applied event.
+"""Recommendations from the attention model inside the worker, one per request (an event that
+triggered a recommendation: the rate limit in event time of :mod:`stream_app.core.state`).
 
-Each micro-batch makes one runtime call for all its requests: a user's several new events are
-appended to the cached keys/values as one causal chunk and the model answers at each of them, exactly
-as if the events had come one by one (a bounded number of ONNX Runtime runs, whatever the number of
-events per user: :meth:`ModelRuntime.update_chunks`). Keys/values of each user's context are cached in
+Each micro-batch makes one runtime call for all its requests: the events a user has had since the
+model last saw them (triggering or not) are appended to the cached keys/values as one causal chunk and
+the model answers at each triggering event, exactly as if the events had come one by one (a bounded
+number of ONNX Runtime runs, whatever the number of events per user: :meth:`ModelRuntime.update_chunks`).
+So model work scales with recommendations, not events. Keys/values of each user's context are cached in
 memory (LRU handles into the runtime's pool); the cache is derived state, not kept in the changelog: a
 user whose cache is missing (after a restart or a rebalance) is answered by a full recompute instead.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 from stream_app.core.churn import RiskThreshold
 from stream_app.core.recommender import Recommendation, RecommendationRequest
-from stream_app.model.features import context_length, is_incremental
+from stream_app.model.features import context_length
 from stream_app.model.kv_cache import KVCache
 from stream_app.model.runtime import ModelRuntime
 
@@ -46,9 +48,8 @@ class ModelRecommender:
             self.runtime.pool.release(cache)
 
     def recommend(self, requests: Sequence[RecommendationRequest]) -> list[Recommendation]:
-        # one entry per run of a user's consecutive requests within one context: the run's last window
-        # holds every earlier context of the run (a run ends at a context reset, or where the window
-        # changed otherwise, e.g. an out-of-order insert)
+        # one entry per run of a user's requests whose last window holds every earlier context of the
+        # run unchanged (a run ends where the window changed otherwise, e.g. an out-of-order insert)
         entries: list[list[int]] = []
         open_run: dict[bytes, int] = {}
         for i, req in enumerate(requests):
@@ -69,8 +70,9 @@ class ModelRecommender:
         pred = self.runtime.update_chunks(
             [r.window for r in lasts], [r.n_events for r in lasts],
             [self._caches.get(r.user) if e in first_entry else None for e, r in enumerate(lasts)],
-            [len(idx) for idx in entries], k=k, first_ts=[r.first_ts for r in lasts],
-            keep=[last_entry[r.user] == e for e, r in enumerate(lasts)])  # only a user's last is cached
+            k=k, first_ts=[r.first_ts for r in lasts],
+            keep=[last_entry[r.user] == e for e, r in enumerate(lasts)],  # only a user's last is cached
+            answer_events=[[requests[i].n_events for i in idx] for idx in entries])
         for e, req in enumerate(lasts):
             cache = pred.caches[e]
             if cache is not None:
@@ -90,14 +92,14 @@ class ModelRecommender:
         return answers  # type: ignore[return-value]
 
     def _extends(self, prev: RecommendationRequest, req: RecommendationRequest) -> bool:
-        """True when ``req``'s event extends the context of ``prev``'s (the next event, no context
-        reset) and ``req``'s window holds ``prev``'s context unchanged (so the run's earlier contexts,
-        its prefixes, too)."""
-        L = self.runtime.spec.window_length
-        if req.n_events != prev.n_events + 1 or not is_incremental(req.n_events, L):
+        """True when ``req``'s event comes after ``prev``'s and ``req``'s window holds ``prev``'s
+        context unchanged, at the place of ``prev``'s event (so the run's earlier contexts, which end
+        in it, too)."""
+        d = req.n_events - prev.n_events
+        if d <= 0:
             return False
-        c = context_length(prev.n_events, L)
-        end = len(req.window) - 1
+        c = context_length(prev.n_events, self.runtime.spec.window_length)
+        end = len(req.window) - d
         return end - c >= 0 and req.window[end - c:end] == prev.window[len(prev.window) - c:]
 
     def _remember(self, lru: OrderedDict[bytes, Any], user: bytes, value: Any,

@@ -58,6 +58,7 @@ class Tracker:
         self.policy = StatePolicy(
             settings.window_length, settings.dedupe_memory, settings.late_tolerance_ms,
             settings.interest_half_life_ms, settings.interest_short_half_life_ms,
+            round(settings.recommend_min_gap_s * 1000),
         )
         self.recommender, self.reloader = make_recommender(settings, self.policy)
         self.model_info = self._serve(self.recommender)
@@ -157,14 +158,15 @@ class Tracker:
             dirty[user] = ev
             src_topic = envelope.source.topic
             metrics.EVENTS.labels(src_topic, event.type).inc()
-            request = RecommendationRequest(
-                user, event.ts, list(state.window), state.events_total, state.first_ts,
-                frozenset(e[0] for e in state.window if e[2] == PURCHASE),
-                state.top_interests(event.ts, policy), state.top_short_interests(event.ts, policy, 3))
-            slot = out.add(OutputRecord(self.settings.topic_recommendations, user, b"",
-                                        envelope.received, envelope.source.timestamp,
-                                        source=msg.tp))
-            asked.append((slot, request, event, src_topic))
+            if state.triggers_recommendation(event.ts, policy):  # rate-limited in event time
+                request = RecommendationRequest(
+                    user, event.ts, list(state.window), state.events_total, state.first_ts,
+                    frozenset(e[0] for e in state.window if e[2] == PURCHASE),
+                    state.top_interests(event.ts, policy), state.top_short_interests(event.ts, policy, 3))
+                slot = out.add(OutputRecord(self.settings.topic_recommendations, user, b"",
+                                            envelope.received, envelope.source.timestamp,
+                                            source=msg.tp))
+                asked.append((slot, request, event, src_topic))
             self.churn.track(msg.partition, user, state)
             for due in self.churn.advance(msg.partition):
                 due_state = states.get(due)

@@ -50,20 +50,67 @@ def test_worker_recommendations_equal_full_window_inference(
     history: dict[str, list] = defaultdict(list)
     for rec in sorted(recs, key=lambda r: (r.partition, r.offset)):
         value = orjson.loads(rec.value)
-        assert value["model"] == {"name": "attention", "version": runtime.version}
-        validator("recommendations")(value)
         event = by_id[value["trigger"]["event_id"]]
         seen = history[event.user_id]
         seen.append(event)
-        ordered = sorted(seen, key=lambda e: e.ts)  # stable: ties stay in applied order
-        window = [(e.item_id, e.category_id, CODE[e.type], e.ts) for e in ordered[-L:]]
-        pred = runtime.update([window], [len(seen)], None, k=K + 10, first_ts=[ordered[0].ts])
-        bought = {e.item_id for e in ordered[-L:] if e.type == "purchase"}
-        want = [(i, s) for i, s in pred.top_items[0] if i not in bought][:K]
-        got = [(i["item_id"], i["score"]) for i in value["items"]]
-        assert [i for i, _ in got] == [i for i, _ in want], event.event_id
-        assert all(abs(a[1] - b[1]) <= 1e-4 for a, b in zip(got, want, strict=True))
-        assert abs(value["churn_probability"] - float(pred.churn[0])) <= 1e-4
+        _assert_offline_answer(runtime, value, seen)
+
+
+def test_rate_limited_recommendations_equal_full_window_inference(
+        settings: Settings, artifact: Path, tmp_path: Path) -> None:
+    """TRACKER_RECOMMEND_MIN_GAP_S: recommendations at the events the rule picks (computed here from
+    event times alone), each equal to the offline model on the user's whole history up to it: the
+    events in between reached the model as chunks appended to the cached keys/values."""
+    gap_ms = 300_000
+    settings = settings.model_copy(update={"model_dir": artifact, "window_length": L,
+                                           "recommend_min_gap_s": gap_ms / 1000})
+    events = taobao_events(shared_data("taobao/UserBehavior_10k.csv"), limit=2000)
+    times = Counter((e.user_id, e.ts) for e in events)
+    # in event time, one event per user and time: the order they are applied in is event time (the
+    # file is grouped by user, not in time order: later events would come before earlier ones)
+    events = sorted((e for e in events if times[(e.user_id, e.ts)] == 1), key=lambda e: e.ts)
+    by_user: dict[str, list] = defaultdict(list)
+    for e in sorted(events, key=lambda e: e.ts):
+        by_user[e.user_id].append(e)
+    triggers: dict[str, int] = {}  # event id -> the user's event count at it
+    for evs in by_user.values():
+        last = None
+        for n, e in enumerate(evs, 1):
+            if last is None or e.ts - last >= gap_ms:
+                triggers[e.event_id], last = n, e.ts
+    assert len(events) / 2 > len(triggers) > len(by_user)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        asyncio.run(produce(settings, events))
+        recs = asyncio.run(read_topic(settings, settings.topic_recommendations, expect=len(triggers)))
+        time.sleep(3)  # nothing more comes
+        recs += asyncio.run(read_topic(settings, settings.topic_recommendations, idle_s=1))[len(recs):]
+        assert worker.alive
+    finally:
+        worker.stop()
+    values = [orjson.loads(r.value) for r in recs]
+    assert sorted(v["trigger"]["event_id"] for v in values) == sorted(triggers)
+    runtime = ModelRuntime(artifact, window_length=L)
+    by_id = {e.event_id: e for e in events}
+    for value in values:
+        event = by_id[value["trigger"]["event_id"]]
+        _assert_offline_answer(runtime, value, by_user[event.user_id][:triggers[event.event_id]])
+
+
+def _assert_offline_answer(runtime: ModelRuntime, value: dict, seen: list) -> None:
+    """``value`` (a recommendation) is what the model computes offline from the full window of the
+    user's events ``seen`` (in applied order; the trigger last)."""
+    assert value["model"] == {"name": "attention", "version": runtime.version}
+    validator("recommendations")(value)
+    ordered = sorted(seen, key=lambda e: e.ts)  # stable: ties stay in applied order
+    window = [(e.item_id, e.category_id, CODE[e.type], e.ts) for e in ordered[-L:]]
+    pred = runtime.update([window], [len(seen)], None, k=K + 10, first_ts=[ordered[0].ts])
+    bought = {e.item_id for e in ordered[-L:] if e.type == "purchase"}
+    want = [(i, s) for i, s in pred.top_items[0] if i not in bought][:K]
+    got = [(i["item_id"], i["score"]) for i in value["items"]]
+    assert [i for i, _ in got] == [i for i, _ in want], value["trigger"]["event_id"]
+    assert all(abs(a[1] - b[1]) <= 1e-4 for a, b in zip(got, want, strict=True))
+    assert abs(value["churn_probability"] - float(pred.churn[0])) <= 1e-4
 
 
 def test_worker_refuses_an_artifact_it_cannot_serve(settings: Settings, artifact: Path,

@@ -91,10 +91,35 @@ def test_faded_categories_are_forgotten_and_extreme_profiles_bounded() -> None:
 def test_codec_round_trip() -> None:
     state = apply_all(events(300, categories=10))
     state.churn_warned_at, state.churn_rule, state.churn_risk = T0 + 5, "risk", 0.25
+    state.recommended_ts = T0 + 7
     back = UserState.decode(state.encode())
     assert back.encode() == state.encode()
     assert back.to_json(POLICY) == state.to_json(POLICY)
-    assert (back.churn_rule, back.churn_risk) == ("risk", 0.25)
+    assert (back.churn_rule, back.churn_risk, back.recommended_ts) == ("risk", 0.25, T0 + 7)
+
+
+def test_codec_reads_format_3_states() -> None:
+    """A state written before recommendations were rate-limited (format 3): none made yet."""
+    state = apply_all(events(30, categories=3))
+    state.churn_risk, state.recommended_ts = 0.5, T0
+    v3 = msgpack.packb((3, *msgpack.unpackb(state.encode(), use_list=False)[1:11]), use_bin_type=True)
+    back = UserState.decode(v3)
+    assert (back.churn_risk, back.recommended_ts) == (0.5, None)
+    assert back.window == state.window and back.interests == state.interests
+
+
+def test_recommendations_are_rate_limited_in_event_time() -> None:
+    """A trigger when the user has none yet or the event is at least the gap after the last trigger;
+    a late event never triggers; gap 0: every event. Only event times decide."""
+    policy = StatePolicy(recommend_min_gap_ms=30_000)
+    state = UserState()
+    times = [0, 10_000, 29_999, 30_000, 45_000, 20_000, 61_000, 200_000, 200_000]
+    got = [state.triggers_recommendation(T0 + t, policy) for t in times]
+    assert got == [True, False, False, True, False, False, True, True, False]
+    assert state.recommended_ts == T0 + 200_000
+    every = UserState()
+    assert all(every.triggers_recommendation(T0 + t, StatePolicy()) for t in times)
+    assert every.recommended_ts == T0 + 200_000  # the newest trigger, also after a late one
 
 
 def test_codec_reads_format_2_states() -> None:

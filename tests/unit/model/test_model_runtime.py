@@ -13,7 +13,13 @@ from export.prepare import PreparedData
 from stream_app.model.ann import ItemIndex, exact_top_k
 from stream_app.model.answers import Predictions
 from stream_app.model.artifact import ArtifactError
-from stream_app.model.features import FeatureSpec, encode_appended, encode_windows, is_incremental
+from stream_app.model.features import (
+    FeatureSpec,
+    context_length,
+    encode_appended,
+    encode_windows,
+    is_incremental,
+)
 from stream_app.model.kv_cache import KVCache
 from stream_app.model.providers import cuda_usable
 from stream_app.model.runtime import ModelRuntime
@@ -136,6 +142,42 @@ def test_chunks_of_new_events_equal_full_windows_at_every_event(data: PreparedDa
             caches[b] = out.caches[i]
             assert caches[b] is not None and caches[b].n_events == n[i]
             done[b] = n[i]
+    assert stepped > 0
+
+
+def test_sparse_answers_append_the_unanswered_events_too(data: PreparedData, artifact: Path) -> None:
+    """Answering only at some events (those that triggered a recommendation): every event since the
+    cached one is appended to the cache, answered or not, and each answer equals a full recompute of
+    its event's context, across context resets and from caches several events behind."""
+    rt = ModelRuntime(artifact, window_length=L)
+    hists = [h[:40] for h in sorted(data.table.histories, key=len)[-3:]]
+    rng = np.random.default_rng(3)
+    caches: list[KVCache | None] = [None] * len(hists)
+    done = [0] * len(hists)
+    stepped = 0
+    while any(d < len(h) for d, h in zip(done, hists, strict=True)):
+        users = [b for b, h in enumerate(hists) if done[b] < len(h)]
+        n = [min(len(hists[b]), done[b] + int(rng.integers(1, 8))) for b in users]
+        asked = [sorted({nb, *rng.choice(np.arange(done[b] + 1, nb + 1), size=min(2, nb - done[b])).tolist()})
+                 for b, nb in zip(users, n, strict=True)]  # the newest and up to two others
+        windows = [hists[b][max(0, nb - L):nb] for b, nb in zip(users, n, strict=True)]
+        asked = [[e for e in a if context_length(e, L) <= len(w) - (nb - e)]  # in the window
+                 for a, w, nb in zip(asked, windows, n, strict=True)]
+        calls = rt.calls
+        out = rt.update_chunks(windows, n, [caches[b] for b in users], k=10,
+                               first_ts=[hists[b][0][3] for b in users], answer_events=asked)
+        assert rt.calls - calls <= 4
+        assert out.user.tolist() == [i for i, a in enumerate(asked) for _ in a]
+        row = 0
+        for i, b in enumerate(users):
+            h = hists[b]
+            for e in asked[i]:
+                ref = rt.update([h[max(0, e - L):e]], [e], k=10, first_ts=[h[0][3]])
+                _same(out, ref, [row], [0])
+                stepped += bool(out.stepped[row])
+                row += 1
+            caches[b], done[b] = out.caches[i], n[i]
+            assert caches[b] is not None and caches[b].n_events == n[i]
     assert stepped > 0
 
 

@@ -51,6 +51,38 @@ def test_micro_batches_answer_every_event_like_a_full_recompute(data: PreparedDa
     assert rec.cache_bytes == rt.pool.nbytes > 0  # what tracker_model_cache_bytes reports
 
 
+def test_rate_limited_requests_answer_like_a_full_recompute(data: PreparedData, artifact: Path) -> None:
+    """Requests at some events only (the rate limit): the events in between reach the model with the
+    next request, appended to the cached keys/values, and every answer equals a full recompute."""
+    rt = ModelRuntime(artifact, window_length=L)
+    rec = ModelRecommender(rt, k=5, cache_users=100)
+    hists = [h[:30] for h in sorted(data.table.histories, key=len)[-3:]]
+    rng = np.random.default_rng(2)
+    done = [0] * len(hists)
+    stepped = 0
+    while any(d < len(h) for d, h in zip(done, hists, strict=True)):
+        reqs, refs = [], []
+        for b, h in enumerate(hists):
+            for _ in range(int(rng.integers(0, 6))):  # 0..5 events per user per batch, some asked
+                if done[b] < len(h):
+                    done[b] += 1
+                    if rng.random() < 0.4 or done[b] == len(h):
+                        reqs.append(_request(f"u{b}".encode(), h, done[b]))
+                        refs.append((b, done[b]))
+        if not reqs:
+            continue
+        before = rt.calls
+        answers = rec.recommend(reqs)
+        assert rt.calls - before <= 5
+        for ans, (b, n) in zip(answers, refs, strict=True):
+            h = hists[b]
+            want = rt.update([h[max(0, n - L):n]], [n], k=15, first_ts=[h[0][3]])
+            assert [i for i, _, _ in ans.items] == [i for i, _ in want.top_items[0]][:5]
+            assert ans.churn_probability == pytest.approx(float(want.churn[0]), abs=1e-4)
+            stepped += ans.stepped
+    assert stepped > 0
+
+
 def test_a_window_changed_by_an_out_of_order_event_is_recomputed(data: PreparedData, artifact: Path) -> None:
     rt = ModelRuntime(artifact, window_length=L)
     rec = ModelRecommender(rt, k=5, cache_users=100)

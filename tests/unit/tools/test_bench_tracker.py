@@ -31,3 +31,4 @@ def test_table_prints_figures_side_by_side_with_pass_and_fail() -> None:
 def test_top_self_time_counts_leaf_frames() -> None:
     raw = "main;run;f (a.py:1) 6\nmain;g (b.py:2) 3\nmain;run;f (a.py:1) 1\n"
     assert top_self_time(raw) == [("f (a.py:1)", 7, 0.7), ("g (b.py:2)", 3, 0.3)]
+
