@@ -214,8 +214,10 @@ def build_app(settings: Settings) -> TrackerApp:
 def run_worker(settings: Settings) -> None:
     """Run one worker until stopped (SIGTERM/SIGINT). Raises :class:`StartupError` (a message for
     the user, no traceback needed) when a port is taken or the brokers do not answer."""
-    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+    from faust.sensors.prometheus import FaustMetrics
     from prometheus_client import REGISTRY
+
+    from stream_app.service.sensors import LeanPrometheusMonitor
 
     if settings.metrics_port:
         check_port_free(settings.metrics_host, settings.metrics_port, METRICS_PORT)
@@ -230,7 +232,7 @@ def run_worker(settings: Settings) -> None:
         # at once); the committed changelog is the state. Rebuilt from it at every start, as
         # Kafka Streams does after an unclean shutdown under exactly-once.
         shutil.rmtree(Path(tapp.app.conf.tabledir), ignore_errors=True)
-    tapp.app.monitor = PrometheusMonitor(
+    tapp.app.monitor = LeanPrometheusMonitor(
         metrics=FaustMetrics.create(REGISTRY, "faust_" + settings.app_id.replace("-", "_")))
     try:
         metrics.serve(settings.metrics_host, settings.metrics_port)

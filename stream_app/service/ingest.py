@@ -104,9 +104,9 @@ class Ingest:
             ev.message.incref()
         now = time.time()
         out, rejected = Outputs(), []
+        metrics.count(metrics.INPUT_MESSAGES, ((ev.message.topic,) for ev in batch))
         for ev in batch:
             msg = ev.message
-            metrics.INPUT_MESSAGES.labels(msg.topic).inc()
             self.last_offset[(msg.topic, msg.partition)] = msg.offset
             result = parse_event(
                 msg.value, self.type_by_topic[msg.topic], max_bytes=self.settings.max_message_bytes,

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+
+def count(counter: Counter, labels: Iterable[tuple[str, ...]]) -> None:
+    """Add to ``counter`` the occurrences of each label tuple: one ``labels()`` lookup per distinct
+    tuple of a micro-batch rather than per event."""
+    for values, n in collections.Counter(labels).items():
+        counter.labels(*values).inc(n)
+
 
 INPUT_MESSAGES = Counter("tracker_input_messages", "Input messages consumed", ["topic"])
 EVENTS = Counter("tracker_events", "Input events applied to user state", ["topic", "type"])

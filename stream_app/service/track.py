@@ -127,6 +127,7 @@ class Tracker:
         policy = self.policy
         # (slot in out, request, triggering event, its source topic): answered after the loop
         asked: list[tuple[int, RecommendationRequest, Event, str]] = []
+        applied: list[tuple[str, str]] = []  # (source topic, type) of each applied event
         # Held until the end: take_events acknowledges the batch even when this raises, and the
         # events may be acknowledged only once their outputs were delivered (sender.py, the rule).
         for ev in batch:
@@ -157,7 +158,7 @@ class Tracker:
             state.apply(event, h, policy)
             dirty[user] = ev
             src_topic = envelope.source.topic
-            metrics.EVENTS.labels(src_topic, event.type).inc()
+            applied.append((src_topic, event.type))
             if state.triggers_recommendation(event.ts, policy):  # rate-limited in event time
                 request = RecommendationRequest(
                     user, event.ts, list(state.window), state.events_total, state.first_ts,
@@ -177,6 +178,7 @@ class Tracker:
                 dirty[due] = ev
                 out.add(OutputRecord(self.settings.topic_churn_warnings, due,
                                      self.churn_warning(due, due_state), source=msg.tp))
+        metrics.count(metrics.EVENTS, applied)
         for p in {ev.message.partition for ev in batch}:
             metrics.WATERMARK.labels(p).set(self.churn.watermark.get(p, 0))
         if asked:
