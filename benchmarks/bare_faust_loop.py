@@ -35,4 +35,6 @@ async def bare(stream: faust.StreamT) -> None:
 
 
 if __name__ == "__main__":
-    faust.Worker(app, loglevel="WARNING", redirect_stdouts=False).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="WARNING", redirect_stdouts=False)
+    worker.spinner = None  # as in the tracker (service/app.py): no root logger at DEBUG
+    worker.execute_from_commandline()
