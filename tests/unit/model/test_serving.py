@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from export.prepare import PreparedData
-from stream_app.core.recommender import RecommendationRequest
+from stream_app.core.recommender import Recommendation, RecommendationRequest
 from stream_app.model.runtime import ModelRuntime
 from stream_app.model.serving import ModelRecommender
 from tests.unit.model.conftest import L
@@ -18,6 +18,15 @@ from tests.unit.model.conftest import L
 def _request(user: bytes, hist: list, n: int, window: list | None = None) -> RecommendationRequest:
     return RecommendationRequest(user, hist[n - 1][3], window or list(hist[max(0, n - L):n]), n, hist[0][3],
                                  frozenset(), [])
+
+
+def _assert_like_a_full_recompute(rt: ModelRuntime, ans: Recommendation, h: list, n: int) -> None:
+    """``ans`` (k=5) is what a full recompute of the context of the ``n``-th event of history ``h`` gives."""
+    want = rt.update([h[max(0, n - L):n]], [n], k=15, first_ts=[h[0][3]])
+    assert [i for i, _, _ in ans.items] == [i for i, _ in want.top_items[0]][:5]
+    assert ans.churn_probability == pytest.approx(float(want.churn[0]), abs=1e-4)
+    top = rt.top_categories(want.category_probs[0])
+    assert np.allclose([p for _, p in ans.categories or []], [p for _, p in top], atol=1e-4)
 
 
 def test_micro_batches_answer_every_event_like_a_full_recompute(data: PreparedData, artifact: Path) -> None:
@@ -40,12 +49,7 @@ def test_micro_batches_answer_every_event_like_a_full_recompute(data: PreparedDa
         answers = rec.recommend(reqs)
         assert rt.calls - calls <= 5
         for ans, (b, n) in zip(answers, refs, strict=True):
-            h = hists[b]
-            want = rt.update([h[max(0, n - L):n]], [n], k=15, first_ts=[h[0][3]])
-            assert [i for i, _, _ in ans.items] == [i for i, _ in want.top_items[0]][:5]
-            assert ans.churn_probability == pytest.approx(float(want.churn[0]), abs=1e-4)
-            top = rt.top_categories(want.category_probs[0])
-            assert np.allclose([p for _, p in ans.categories or []], [p for _, p in top], atol=1e-4)
+            _assert_like_a_full_recompute(rt, ans, hists[b], n)
             stepped += ans.stepped
     assert stepped > 0
     assert rec.cache_bytes == rt.pool.nbytes > 0  # what tracker_model_cache_bytes reports
@@ -75,10 +79,7 @@ def test_rate_limited_requests_answer_like_a_full_recompute(data: PreparedData, 
         answers = rec.recommend(reqs)
         assert rt.calls - before <= 5
         for ans, (b, n) in zip(answers, refs, strict=True):
-            h = hists[b]
-            want = rt.update([h[max(0, n - L):n]], [n], k=15, first_ts=[h[0][3]])
-            assert [i for i, _, _ in ans.items] == [i for i, _ in want.top_items[0]][:5]
-            assert ans.churn_probability == pytest.approx(float(want.churn[0]), abs=1e-4)
+            _assert_like_a_full_recompute(rt, ans, hists[b], n)
             stepped += ans.stepped
     assert stepped > 0
 
