@@ -17,7 +17,7 @@ import faust
 from aiokafka.errors import IllegalStateError
 from faust.types import TP, EventT
 
-from stream_app.core.alignment import BEHIND, EventTimeMerge, SourceView
+from stream_app.core.alignment import ARRIVING, BEHIND, EventTimeMerge, SourceView
 from stream_app.core.config import Settings
 from stream_app.core.events import Event, Rejection, parse_event
 from stream_app.core.pseudonym import pseudonyms_for
@@ -70,6 +70,8 @@ class Ingest:
             return {"highwater": self.app.consumer.highwater(tp), "last_seen": self.last_offset.get(tp),
                     "committed": compat.committed_offset(self.app, tp),
                     "fetch_position": compat.fetch_position(self.app, tp),
+                    "in_process": compat.records_in_process(
+                        self.app, tp, self.last_offset.get(tp, -1) + 1),
                     "active": active, "buffered": buffered}
         except Exception as exc:  # diagnostics only: never let them take the worker down
             return {"error": repr(exc)}
@@ -95,7 +97,7 @@ class Ingest:
             # The fetcher moved past the committed offset without a record reaching us: retention
             # removed them, or they are still on their way through Faust. Idle, not caught up.
             return SourceView(None, False)
-        return BEHIND
+        return ARRIVING if compat.records_in_process(self.app, tp, next_offset) else BEHIND
 
     async def on_batch(self, batch: Sequence[EventT]) -> None:
         # Every event is held first and acknowledged only once what it produced was delivered:
