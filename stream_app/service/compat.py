@@ -204,7 +204,9 @@ def note_handed_records() -> None:
     :func:`records_in_process`. The first offset of a batch is noted *before* aiokafka takes the
     batch out of its buffer, the last one after: a reader that looks at the buffer first and at
     these offsets second never finds the records in neither place (``getall`` of one partition can
-    run long before the fetch returns: aiokafka drains every buffered partition in one call)."""
+    run long before the fetch returns: aiokafka drains every buffered partition in one call).
+    Not the fetch position: it also moves past offsets that hold no record for Faust (transaction
+    markers), which would look like records on their way forever."""
     from aiokafka.consumer.fetcher import FetchResult
 
     if _patched(FetchResult, "getall"):
@@ -212,12 +214,12 @@ def note_handed_records() -> None:
     original = FetchResult.getall
 
     def getall(self: Any, max_records: int | None = None) -> list[Any]:
-        tp = self._topic_partition
-        if self.has_more() and self.check_assignment(tp):
-            _handed(self._assignment)[tp] = self._partition_records.next_fetch_offset
+        tp, handed = self._topic_partition, _handed(self._assignment)
+        if self.has_more() and self.check_assignment(tp):  # else aiokafka discards the batch
+            handed[tp] = self._partition_records.next_fetch_offset
         records: list[Any] = original(self, max_records)
         if records:
-            _handed(self._assignment)[tp] = records[-1].offset
+            handed[tp] = records[-1].offset
         return records
 
     _patch(FetchResult, "getall", getall)
