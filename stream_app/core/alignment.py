@@ -37,8 +37,10 @@ merge for as long as it takes, so a backlog is merged in event time however the 
 its fetches. Only a source that looks *idle* (caught up as of a fetch older than the head) is passed
 after ``max_wait_s`` without a fresher fetch, counted as ``idle``. A last resort against a stall: a
 source reported behind that has delivered nothing for ``stall_s`` while the head waited as long
-(seen intermittently on a 3-node Apache Kafka, cause not found yet) is passed too, counted as
-``stalled`` and logged by the caller: liveness over order, visibly.
+is passed too, counted as ``stalled`` and logged by the caller: liveness over order, visibly. A
+source whose next records this process has already fetched (*arriving*) is never passed: they are
+on their way through the consumer, which can take minutes on a loaded worker (Faust delivers a
+fetched batch at the pace of its slowest stream; see ``compat.records_in_process``).
 """
 
 from __future__ import annotations
@@ -57,9 +59,11 @@ class SourceView(NamedTuple):
 
     caught_up_at: float | None  # when (the merge's clock) a fetch showed nothing left to read
     behind: bool  # records on the broker not read yet, or nothing known of the partition
+    arriving: bool = False  # behind, and its next records are already fetched by this process
 
 
 BEHIND = SourceView(None, True)
+ARRIVING = SourceView(None, True, True)
 # source(topic, partition) -> SourceView
 SourceOf = Callable[[str, int], SourceView]
 
@@ -133,7 +137,8 @@ class EventTimeMerge(Generic[T]):
                     view = as_of[tp]
                     if view.behind:
                         behind = True
-                        stalled &= now - self._last_add.get(tp, self._started) >= self.stall_s
+                        stalled &= (not view.arriving
+                                    and now - self._last_add.get(tp, self._started) >= self.stall_s)
                     elif view.caught_up_at is None or view.caught_up_at <= arrived:
                         idle = True  # caught up as of an older fetch: a newer one is needed
                 if behind and stalled:

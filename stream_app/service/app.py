@@ -100,6 +100,7 @@ def make_faust_app(settings: Settings) -> faust.App:
     compat.seek_before_resuming()
     compat.fetch_what_is_active()
     compat.seek_uncommitted_to_start()
+    compat.note_handed_records()  # the event-time merge waits for records already fetched
     if settings.broker_profile == "kafka":
         compat.idempotent_producer(app)
     return app

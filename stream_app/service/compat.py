@@ -190,6 +190,64 @@ def fetch_what_is_active() -> None:
     _patch(AIOKafkaConsumerThread, "_fetch_records", _fetch_records)
 
 
+def _handed(assignment: Any) -> dict[Any, int]:
+    """Per partition, the newest offset aiokafka handed (or is handing) to Faust's consumer loop;
+    kept on aiokafka's assignment, so a new assignment starts empty."""
+    handed: dict[Any, int] | None = getattr(assignment, "_tracker_handed", None)
+    if handed is None:
+        handed = assignment._tracker_handed = {}
+    return handed
+
+
+def note_handed_records() -> None:
+    """Note, per partition, which offsets aiokafka hands to Faust (``FetchResult.getall``), for
+    :func:`records_in_process`. The first offset of a batch is noted *before* aiokafka takes the
+    batch out of its buffer, the last one after: a reader that looks at the buffer first and at
+    these offsets second never finds the records in neither place (``getall`` of one partition can
+    run long before the fetch returns: aiokafka drains every buffered partition in one call).
+    Not the fetch position: it also moves past offsets that hold no record for Faust (transaction
+    markers), which would look like records on their way forever."""
+    from aiokafka.consumer.fetcher import FetchResult
+
+    if _patched(FetchResult, "getall"):
+        return
+    original = FetchResult.getall
+
+    def getall(self: Any, max_records: int | None = None) -> list[Any]:
+        tp, handed = self._topic_partition, _handed(self._assignment)
+        if self.has_more() and self.check_assignment(tp):  # else aiokafka discards the batch
+            handed[tp] = self._partition_records.next_fetch_offset
+        records: list[Any] = original(self, max_records)
+        if records:
+            handed[tp] = records[-1].offset
+        return records
+
+    _patch(FetchResult, "getall", getall)
+
+
+def records_in_process(app: faust.App, tp: TP, offset: int) -> bool:
+    """Whether records of ``tp`` from ``offset`` on are already in this process, on their way to
+    the streams: fetched and buffered by aiokafka (``Fetcher._records``), or handed to Faust's
+    consumer loop (:func:`note_handed_records`).
+
+    That loop delivers a fetched batch message by message, each delivery waiting for room in its
+    stream's buffer and for Faust's producer (the changelog) to ebb, so on a loaded worker a large
+    batch keeps it away from aiokafka for minutes while the next records of another partition wait
+    there, fetched: 64-154 s seen on the embedded broker, which returns far more than the
+    per-partition fetch limit at once. Reads values the consumer thread writes, buffer first (see
+    :func:`note_handed_records` for why that order)."""
+    try:
+        consumer = aiokafka_consumer(app)
+        buffered = consumer._fetcher._records.get(tp)
+        assignment = consumer._subscription.subscription.assignment
+    except (AssertionError, AttributeError):
+        return False
+    has_more = getattr(buffered, "has_more", None)  # a FetchResult; a FetchError has none
+    if has_more is not None and has_more():
+        return True
+    return assignment is not None and _handed(assignment).get(tp, -1) >= offset
+
+
 def seek_uncommitted_to_start() -> None:
     """Complete Faust's "seek to committed offsets" (``Consumer.perform_seek``): a stream
     partition without a committed offset goes back to its first offset, where

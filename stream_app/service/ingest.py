@@ -17,7 +17,7 @@ import faust
 from aiokafka.errors import IllegalStateError
 from faust.types import TP, EventT
 
-from stream_app.core.alignment import BEHIND, EventTimeMerge, SourceView
+from stream_app.core.alignment import ARRIVING, BEHIND, EventTimeMerge, SourceView
 from stream_app.core.config import Settings
 from stream_app.core.events import Event, Rejection, parse_event
 from stream_app.core.pseudonym import pseudonyms_for
@@ -70,6 +70,7 @@ class Ingest:
             return {"highwater": self.app.consumer.highwater(tp), "last_seen": self.last_offset.get(tp),
                     "committed": compat.committed_offset(self.app, tp),
                     "fetch_position": compat.fetch_position(self.app, tp),
+                    "in_process": compat.records_in_process(self.app, tp, self._next_offset(tp)),
                     "active": active, "buffered": buffered}
         except Exception as exc:  # diagnostics only: never let them take the worker down
             return {"error": repr(exc)}
@@ -86,16 +87,22 @@ class Ingest:
             return BEHIND  # not assigned (yet), or the consumer is not running: nothing known
         if fetched_ms is None or hw is None or hw < 0:
             return BEHIND
-        seen = self.last_offset.get((topic, partition))
-        # nothing read from it by this process: reading starts at the group's committed offset
-        next_offset = seen + 1 if seen is not None else compat.committed_offset(self.app, tp) or 0
+        next_offset = self._next_offset(tp)
         if hw <= next_offset:
             return SourceView(fetched_ms / 1000, False)
-        if seen is None and (compat.fetch_position(self.app, tp) or 0) >= hw:
-            # The fetcher moved past the committed offset without a record reaching us: retention
-            # removed them, or they are still on their way through Faust. Idle, not caught up.
+        if compat.records_in_process(self.app, tp, next_offset):
+            return ARRIVING
+        if tp not in self.last_offset and (compat.fetch_position(self.app, tp) or 0) >= hw:
+            # The fetcher moved past the committed offset and no record is on its way to us:
+            # retention removed them. Idle, not caught up.
             return SourceView(None, False)
         return BEHIND
+
+    def _next_offset(self, tp: TP) -> int:
+        """The next offset of ``tp`` this process expects: after the last one seen, else the
+        group's committed offset (where reading starts)."""
+        seen = self.last_offset.get(tp)
+        return seen + 1 if seen is not None else compat.committed_offset(self.app, tp) or 0
 
     async def on_batch(self, batch: Sequence[EventT]) -> None:
         # Every event is held first and acknowledged only once what it produced was delivered:

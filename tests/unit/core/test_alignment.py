@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from stream_app.core.alignment import BEHIND, EventTimeMerge, SourceView
+from stream_app.core.alignment import ARRIVING, BEHIND, EventTimeMerge, SourceView
 from stream_app.core.config import Settings
 
 RANK = {"clicks": 0, "browses": 1, "purchases": 2}
@@ -65,6 +65,23 @@ def test_passes_a_source_with_unread_records_only_once_it_stalled() -> None:
     # purchases, behind, delivered nothing for 61 s and b waited as long: passed; c waited 31 s only
     assert merge.ready(now=61.0) == ["b"]
     assert released == ["stalled"]
+
+
+def test_never_passes_a_source_whose_records_are_already_fetched() -> None:
+    """Records already in the process are on their way (a loaded consumer can take minutes to
+    deliver them): however long the head waits, a source that is arriving is not stalled."""
+    released: list[str] = []
+    views = {"purchases": ARRIVING}
+    merge: EventTimeMerge[str] = EventTimeMerge(
+        RANK, lambda t, p: views.get(t, SourceView(math.inf, False)), max_wait_s=2,
+        on_release=released.append, stall_s=60)
+    merge.add("browses", 0, ts=1, offset=0, item="b", arrived=0.0)
+    for now in (61.0, 600.0, 6000.0):
+        assert merge.ready(now=now) == []
+    merge.add("purchases", 0, ts=0, offset=0, item="p", arrived=6001.0)
+    views["purchases"] = SourceView(math.inf, False)
+    assert merge.ready(now=6002.0) == ["p", "b"]
+    assert released == ["aligned", "aligned"]
 
 
 def test_passes_an_idle_source_after_max_wait_and_drops_revoked_partitions() -> None:

@@ -8,9 +8,13 @@ import contextlib
 import functools
 import inspect
 import re
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from aiokafka.consumer.fetcher import FetchResult
+from aiokafka.consumer.subscription_state import Assignment
+from aiokafka.structs import TopicPartition
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
@@ -67,6 +71,53 @@ def test_fetch_asks_for_what_was_active_never_for_everything() -> None:
     assert len(fetcher.asked) == 1
     compat.fetch_what_is_active()  # installed once
     assert AIOKafkaConsumerThread._fetch_records is fetch
+
+
+class Batch:
+    """aiokafka's PartitionRecords: a fetched batch of one partition from ``next_fetch_offset``;
+    ``during()`` runs before each record is taken, as a reader on another thread could."""
+
+    def __init__(self, first: int, last: int, during: Callable[[], None]) -> None:
+        self.next_fetch_offset, self.last, self.during = first, last, during
+
+    def __iter__(self) -> Batch:
+        return self
+
+    def __next__(self) -> Any:
+        self.during()
+        if self.next_fetch_offset > self.last:
+            raise StopIteration
+        self.next_fetch_offset += 1
+        return SimpleNamespace(offset=self.next_fetch_offset - 1)
+
+
+def test_records_in_process_while_aiokafka_hands_them_to_faust() -> None:
+    """What the merge counts as arriving: a batch aiokafka buffers, and the offsets it handed (or
+    is handing) to Faust, noted before the batch leaves the buffer: never in neither place."""
+    asyncio.run(_hand_over())  # aiokafka's assignment wants a running loop
+
+
+async def _hand_over() -> None:
+    compat.note_handed_records()
+    tp = TopicPartition("clicks", 0)
+    assignment = Assignment([tp])
+    assignment.state_value(tp).reset_to(5)
+    records: dict[Any, Any] = {}
+    thread = SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(
+        _fetcher=SimpleNamespace(_records=records),
+        _subscription=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))))
+    app: Any = SimpleNamespace(consumer=SimpleNamespace(_thread=thread))
+    assert not compat.records_in_process(app, tp, 5)
+    seen: list[bool] = []
+    batch = Batch(5, 9, lambda: seen.append(compat.records_in_process(app, tp, 5)))
+    records[tp] = FetchResult(tp, assignment=assignment, partition_records=batch, backoff=0)
+    assert compat.records_in_process(app, tp, 5)
+    assert [r.offset for r in records[tp].getall()] == [5, 6, 7, 8, 9]
+    del records[tp]  # as fetched_records does once a batch is drained
+    assert len(seen) == 6 and all(seen)  # in process at every moment of the hand-over
+    assert compat.records_in_process(app, tp, 9) and not compat.records_in_process(app, tp, 10)
+    compat.note_handed_records()  # installed once
+    assert getattr(FetchResult.getall, "_tracker_patch", False)
 
 
 def test_seek_to_committed_sends_uncommitted_stream_partitions_to_their_start() -> None:
