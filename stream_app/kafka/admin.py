@@ -9,10 +9,12 @@ import subprocess
 import time
 from collections.abc import Iterable
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from stream_app.core.config import Settings
+from stream_app.kafka.clients import make_consumer
 
 
 async def wait_until_ready(
@@ -95,3 +97,26 @@ async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[st
         for info in described
         if info.get("error_code", 0) == 0 and info.get("partitions")
     }
+
+
+async def group_lag(settings: Settings, topics: Iterable[str]) -> int:
+    """Records of ``topics`` past the consumer group's (``settings.app_id``) committed offsets: 0
+    once the group has applied everything the broker holds, whatever the machine's speed."""
+    counts = await partition_counts(settings, topics)
+    tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
+    if not tps:
+        return 0
+    consumer = make_consumer(settings)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers(), **settings.kafka_client_kwargs()
+    )
+    await consumer.start()
+    await admin.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
+    finally:
+        await admin.close()
+        await consumer.stop()
+    done = {tp: meta.offset for tp, meta in committed.items() if meta is not None and meta.offset >= 0}
+    return sum(max(0, end - done.get(tp, 0)) for tp, end in ends.items())

@@ -27,7 +27,7 @@ from aiokafka import TopicPartition
 from stream_app.core.catalog import Catalog
 from stream_app.core.config import Settings
 from stream_app.core.events import Event
-from stream_app.kafka.admin import create_topics, wait_until_ready
+from stream_app.kafka.admin import create_topics, group_lag, wait_until_ready
 from stream_app.kafka.clients import encode_event, make_consumer, make_producer
 from stream_app.kafka.embedded import EmbeddedBroker
 from stream_app.model.artifact import DEMO_ARTIFACT_DIR, ArtifactError, check_artifact
@@ -259,6 +259,7 @@ async def run_demo(settings: Settings, data_path: str | None, duration: float | 
         sender = asyncio.create_task(send_events(settings, events, rate=rate, create=False))
         deadline = started + duration if duration else None
         last_print, last_total, idle_since = 0.0, -1, time.monotonic()
+        inputs = [*settings.event_topics(), settings.repartition_topic]
         while deadline is None or time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             total = sum(out.counts.values())
@@ -267,8 +268,10 @@ async def run_demo(settings: Settings, data_path: str | None, duration: float | 
             if time.monotonic() - last_print > 5:
                 last_print = time.monotonic()
                 print("  outputs so far: " + ", ".join(f"{t} {n}" for t, n in sorted(out.counts.items())))
-            if sender.done() and time.monotonic() - idle_since > 5:
-                break  # everything sent and the outputs have stopped coming
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with code {worker.returncode} (log: {log_path})")
+            if sender.done() and time.monotonic() - idle_since > 2 and await group_lag(settings, inputs) == 0:
+                break  # everything sent, applied and committed, and the outputs have stopped coming
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             summary = await sender

@@ -19,12 +19,14 @@ from stream_app.tools.generate import GroundTruth, iter_synthetic_events
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
+@pytest.mark.timeout(1800)  # a guard against a hang only: the verdict does not depend on speed
 def test_demo_serves_the_packaged_model_and_scores_churn(
         settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     settings = settings.model_copy(update={"metrics_port": free_port()})
     assert settings.model_dir is None  # the demo picks the packaged model by itself
     version = str(read_metadata(DEMO_ARTIFACT_DIR)["model_version"])
-    out = asyncio.run(run_demo(settings, None, duration=400, rate=5000, limit=None))
+    # no time limit: the demo ends once the worker has applied and committed everything sent
+    out = asyncio.run(run_demo(settings, None, duration=None, rate=5000, limit=None))
     printed = capsys.readouterr().out
 
     assert f"model: {version} from {DEMO_ARTIFACT_DIR}" in printed
