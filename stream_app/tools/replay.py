@@ -2,7 +2,12 @@
 
 Order: records are sent in file order, which is each partition's offset order, through one
 producer that has at most one batch in flight per partition; so every partition's order, and
-with it every key's, is kept.
+with it every key's, is kept. A live replay (``speed`` or ``rate`` given) also waits for every
+record sent to be acknowledged before it sends one with a later timestamp: on Apache Kafka with
+replicas a record can be read only once every in-sync replica has it, so without the wait a later
+event on one partition could become readable before an earlier one on another, and the worker's
+event-time merge (which can only order what is readable) would see them in that order. A backfill
+(neither given) sends freely; the worker reads it after the fact.
 
 Partitioning (``auto`` by default): a record goes to its recorded partition when the target topic
 has as many partitions as the recorded one (identical layout, null keys included); otherwise it
@@ -133,7 +138,8 @@ async def replay(settings: Settings, path: str | Path, options: ReplayOptions | 
     rec_parts: dict[str, int] = header.get("partitions", {})
     event_topics = set(header.get("event_topics", {}))
     for src, dst in target.items():
-        await create_topics(settings, [dst], rec_parts.get(src) or settings.partitions)
+        await create_topics(settings, [dst], rec_parts.get(src) or settings.partitions,
+                            event_time_stamped=[dst])
 
     records: Iterator[RecordedRecord] = (r for r in reader if r.topic in wanted)
     first = next(records, None)
@@ -156,11 +162,18 @@ async def replay(settings: Settings, path: str | Path, options: ReplayOptions | 
         bar = progress_bar(opts.progress, "replay", total, unit=" rec")
         pacer, limiter, pending = _Pacer(opts.speed), RateLimiter(opts.rate), PendingSends()
         started = time.monotonic()
+        live, last_ts = opts.speed is not None or opts.rate is not None, -1
         try:
             stream = records if first is None else _chain(first, records)
             for rec in stream:
                 if opts.limit is not None and summary.sent >= opts.limit:
                     break
+                if live and rec.timestamp > last_ts:
+                    # Readable in event-time order: on a replicated cluster a record is readable
+                    # only once acknowledged by every in-sync replica, so a later record's batch
+                    # could otherwise become readable first (module docstring, "Order")
+                    await pending.settle()
+                last_ts = max(last_ts, rec.timestamp)
                 await pacer.wait(rec.timestamp)
                 dst = target[rec.topic]
                 value = shift_value(rec.value, shift) if rec.topic in event_topics else rec.value

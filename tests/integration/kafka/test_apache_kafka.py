@@ -236,3 +236,35 @@ def test_transactions_commit_abort_and_offsets(kafka: ApacheKafkaCluster) -> Non
         assert sorted(int(r.value) for r in out) == [2 * i for i in range(100)]
 
     asyncio.run(run())
+
+
+def test_input_topics_are_created_without_time_retention(kafka: ApacheKafkaCluster) -> None:
+    """Input topics hold records stamped with their event time, often long past: created by the
+    tracker with time retention, Kafka deleted them unread (a paced replay lost 2-104 of 2,600
+    events). Created without it; output topics keep the broker's default."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from stream_app.core.config import Settings
+    from stream_app.kafka.admin import create_topics
+
+    settings = Settings(broker_url=kafka.url, broker_profile="kafka", replication_factor=3,
+                        app_id="retention-check").namespaced("retention-check")
+
+    async def retention_ms(topics: list[str]) -> dict[str, str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.url)
+        await admin.start()
+        try:
+            answers = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t, {"retention.ms": None}) for t in topics])
+        finally:
+            await admin.close()
+        return {res[3]: cfg[1] for answer in answers for res in answer.resources
+                for cfg in res[4] if cfg[0] == "retention.ms"}
+
+    async def run() -> None:
+        await create_topics(settings, [*settings.event_topics(), settings.topic_recommendations])
+        got = await retention_ms([*settings.event_topics(), settings.topic_recommendations])
+        assert {t: got[t] for t in settings.event_topics()} == dict.fromkeys(settings.event_topics(), "-1")
+        assert got[settings.topic_recommendations] == str(7 * 24 * 3600 * 1000)  # the broker's default
+
+    asyncio.run(run())

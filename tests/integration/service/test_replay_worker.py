@@ -73,6 +73,15 @@ def test_replay_speed_does_not_change_worker_outputs(settings: Settings, tmp_pat
     # Per user, the events reach the tracker in the same order at any speed (stream_app/alignment.py),
     # so the recommendation and churn-warning sequences are identical too.
     differing = sorted(u for u in set(recs[0]) | set(recs[1]) if recs[0].get(u) != recs[1].get(u))
-    assert not differing, (f"outputs differ for {len(differing)} of {len(recs[0])} users "
-                           f"({[u.decode() for u in differing[:5]]})")
+    assert not differing, (f"outputs differ for {len(differing)} of {len(recs[0])} users: "
+                           + "; ".join(first_difference(u, recs[0].get(u, []), recs[1].get(u, []))
+                                       for u in differing[:5]))
     assert churn[0] == churn[1]
+
+
+def first_difference(user: bytes, paced: list[dict[str, Any]], fast: list[dict[str, Any]]) -> str:
+    """Where two output sequences of a user part: the index and both outputs (trigger and items)."""
+    parts = (i for i, (a, b) in enumerate(zip(paced, fast, strict=False)) if a != b)
+    i = next(parts, min(len(paced), len(fast)))
+    show = [seq[i] if i < len(seq) else None for seq in (paced, fast)]
+    return f"{user.decode()} at output {i} of {len(paced)}/{len(fast)}: paced {show[0]} | fast {show[1]}"
