@@ -4,6 +4,7 @@ every event's context, whatever the number of events per user in the batch."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,14 +46,23 @@ def test_micro_batches_answer_every_event_like_a_full_recompute(data: PreparedDa
                 done[b] += 1
                 reqs.append(_request(users[b], hists[b], done[b]))
                 refs.append((b, done[b]))
-        calls = rt.calls
-        answers = rec.recommend(reqs)
-        assert rt.calls - calls <= 5
-        for ans, (b, n) in zip(answers, refs, strict=True):
-            _assert_like_a_full_recompute(rt, ans, hists[b], n)
-            stepped += ans.stepped
+        stepped += _answer_like_a_full_recompute(rt, rec, reqs, refs, hists)
     assert stepped > 0
     assert rec.cache_bytes == rt.pool.nbytes > 0  # what tracker_model_cache_bytes reports
+
+
+def _answer_like_a_full_recompute(rt: ModelRuntime, rec: ModelRecommender, reqs: list[Any],
+                                  refs: list[tuple[int, int]], hists: list[Any]) -> int:
+    """One batch through the recommender (a few model calls at most), every answer checked against
+    a full recompute of its history prefix; returns how many answers were incremental steps."""
+    calls = rt.calls
+    answers = rec.recommend(reqs)
+    assert rt.calls - calls <= 5
+    stepped = 0
+    for ans, (b, n) in zip(answers, refs, strict=True):
+        _assert_like_a_full_recompute(rt, ans, hists[b], n)
+        stepped += ans.stepped
+    return stepped
 
 
 def test_rate_limited_requests_answer_like_a_full_recompute(data: PreparedData, artifact: Path) -> None:
@@ -75,12 +85,7 @@ def test_rate_limited_requests_answer_like_a_full_recompute(data: PreparedData, 
                         refs.append((b, done[b]))
         if not reqs:
             continue
-        before = rt.calls
-        answers = rec.recommend(reqs)
-        assert rt.calls - before <= 5
-        for ans, (b, n) in zip(answers, refs, strict=True):
-            _assert_like_a_full_recompute(rt, ans, hists[b], n)
-            stepped += ans.stepped
+        stepped += _answer_like_a_full_recompute(rt, rec, reqs, refs, hists)
     assert stepped > 0
 
 
