@@ -64,8 +64,10 @@ def test_broker_command_stops_its_child(signum: int, tmp_path: Path) -> None:
         child = int(line.split("(pid ", 1)[1].split(")", 1)[0])
         assert not pid_gone(child, 0)
         proc.send_signal(signum)
-        assert proc.wait(20) == 0
-        assert pid_gone(child, 10), f"Tansu (pid {child}) outlived the broker command"
+        # bounds against a hang only (a loaded CI machine once took over 20 s): the verdict is
+        # that the command exits cleanly and takes its child with it, not how fast
+        assert proc.wait(120) == 0
+        assert pid_gone(child, 30), f"Tansu (pid {child}) outlived the broker command"
         with socket.socket() as s:  # and its port is free again
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
