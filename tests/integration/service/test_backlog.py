@@ -4,7 +4,11 @@ produced as a backlog into the three input topics, hostile records among the val
 - Two fresh workers (two app ids) over the same backlog: every record ends applied or
   dead-lettered, events reach ``track`` in event-time order in every partition, and both runs emit
   identical recommendation and churn-warning sequences per user and hold identical states.
-- A third worker killed with kill -9 ten times at random moments, some with its RocksDB directory
+- A live worker fed the same stream while it runs, paced in event time (the 3 weeks in
+  ``LIVE_SECONDS``, below the worker's rate on 2 cores, so its input partitions are often caught up):
+  the same recommendation and churn-warning sequences per user as the backlog runs, so outputs do
+  not depend on the pace of the input.
+- A fourth worker killed with kill -9 ten times at random moments, some with its RocksDB directory
   deleted: its final state equals the uninterrupted run's for every user (dedupe memory and churn
   episode included); duplicated outputs are counted and printed.
 """
@@ -74,10 +78,18 @@ class Backlog:
     hostile: int
     truth: GroundTruth
     reference: dict[bytes, UserState] | None = None  # final states of an uninterrupted run
+    # recommendations and churn warnings per user of an uninterrupted backlog run
+    outputs: tuple[dict[bytes, list[dict[str, Any]]], dict[bytes, list[dict[str, Any]]]] | None = None
 
 
-async def _produce(s: Settings) -> tuple[int, int, GroundTruth]:
+LIVE_SECONDS = 360  # the live run's 3 weeks of event time, sent in this long (~620 events/s)
+
+
+async def _produce(s: Settings, seconds: float | None = None) -> tuple[int, int, GroundTruth]:
+    """The workload in event-time order, one hostile record every HOSTILE_EVERY valid events; as
+    fast as the broker takes it, or paced in event time so that its span takes ``seconds``."""
     await create_topics(s, s.topics_by_type().values())
+    started = time.monotonic()
     truth = GroundTruth(SPEC)
     rng = random.Random(5)
     producer = make_producer(s, max_request_size=8 << 20)
@@ -95,9 +107,12 @@ async def _produce(s: Settings) -> tuple[int, int, GroundTruth]:
                          else rng.choice(list(s.topics_by_type().values())))
                 pending.append(await producer.send(topic, value, key=key))
                 bad += 1
-            if len(pending) >= 5000:
+            if len(pending) >= (200 if seconds else 5000):
                 await asyncio.gather(*pending)
                 pending.clear()
+                if seconds:  # event time -> wall clock
+                    due = started + (ev.ts - SPEC.start_ts_ms) / SPEC.span_ms * seconds
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -233,7 +248,7 @@ def test_backlog_twice_in_order_nothing_lost_same_outputs(backlog: Backlog, tmp_
         print(f"{s.app_id}: {behind} of {total} events reached track behind their partition's "
               f"newest event time")
         assert total == backlog.valid and behind == 0
-    backlog.reference = states[0]
+    backlog.reference, backlog.outputs = states[0], (recs[0], churn[0])
     for r, c, d in zip(recs, churn, dead, strict=True):
         applied = sum(len(v) for v in r.values())
         reasons = Counter(x["reason"] for v in d.values() for x in v)
@@ -248,6 +263,39 @@ def test_backlog_twice_in_order_nothing_lost_same_outputs(backlog: Backlog, tmp_
     assert not differing
     assert churn[0] == churn[1] and sum(len(v) for v in churn[0].values()) > 0
     assert len(states[0]) == SPEC.users and list(iter_diff(states[0], states[1])) == []
+
+
+@pytest.mark.timeout(0)  # STALL_S bounds each wait instead (a slow machine is not a failure)
+def test_live_paced_input_gives_the_backlog_outputs(backlog: Backlog, tmp_path: Path) -> None:
+    if backlog.outputs is None:
+        s, _ = full_run(backlog, "calm", tmp_path)
+        backlog.outputs = (outputs(s, s.topic_recommendations, backlog.valid),
+                           outputs(s, s.topic_churn_warnings, None))
+    s = backlog.inputs.namespaced("live", data_dir=tmp_path / "live", metrics_port=free_port(),
+                                  web_port=0)
+    asyncio.run(create_topics(s, s.topics_to_create()))
+    worker = WorkerProcess(s, tmp_path / "live.log").start()
+    try:
+        worker.wait_ready(timeout=180)
+        started = time.monotonic()
+        valid, bad, _ = asyncio.run(_produce(s, seconds=LIVE_SECONDS))
+        sent = time.monotonic() - started
+        assert (valid, bad) == (backlog.valid, backlog.hostile)  # the same stream
+        seconds = wait_applied(s, valid + bad, worker)
+    finally:
+        worker.stop()
+    print(f"live: {valid} events + {bad} hostile sent in {sent:.0f} s ({valid / sent:.0f} events/s), "
+          f"all handled {seconds:.0f} s after the last was sent")
+    recs = outputs(s, s.topic_recommendations, valid)
+    churn = outputs(s, s.topic_churn_warnings, None)
+    behind, total = out_of_order(s, valid)
+    ref_recs, ref_churn = backlog.outputs
+    differing = [u for u in set(recs) | set(ref_recs) if recs.get(u) != ref_recs.get(u)]
+    print(f"live: {behind} of {total} events reached track behind their partition's newest event "
+          f"time; vs the backlog run: recommendations differ for {len(differing)} users, churn "
+          f"warnings for {sum(churn.get(u) != ref_churn.get(u) for u in set(churn) | set(ref_churn))}")
+    assert total == valid and behind == 0
+    assert not differing and churn == ref_churn
 
 
 @pytest.mark.timeout(0)  # STALL_S bounds each wait instead (a slow machine is not a failure)
