@@ -26,33 +26,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.bench_worker import output_span
+from benchmarks.engines import ENGINE_NAMES, ENGINE_SETTINGS, engine_url
 from stream_app.core.config import Settings
 from stream_app.core.events import Event
 from stream_app.kafka.admin import create_topics
-from stream_app.kafka.embedded import EmbeddedBroker, free_port
+from stream_app.kafka.embedded import free_port
 from stream_app.service.metrics import scrape
 from stream_app.tools.generate import WorkloadSpec, iter_synthetic_events
 from stream_app.tools.loading import SendSummary, send_events
 from tests.support.streaming import WorkerProcess, wait_until_group_splits
 
-KAFKA_BROKERS = 3
-# the engines' settings as the tests use them (tests/conftest.py ENGINE_SETTINGS)
-ENGINE_SETTINGS: dict[str, dict[str, object]] = {
-    "tansu": {"broker_profile": "embedded", "replication_factor": 1},
-    "kafka": {"broker_profile": "kafka", "replication_factor": KAFKA_BROKERS},
-}
 # events per user of the generator's default workload (694,226 events for its 1,000 users), a
 # little low so that the users make at least the events asked for
 EVENTS_PER_USER = 680
@@ -105,22 +99,6 @@ def build_table(rows: Sequence[Row]) -> str:
         lines.append(f"{r.workers:>7} {r.rate:>9,.0f} {r.rate / base if base else 0:>7.2f}x "
                      f"{r.seconds:>7.1f} {r.sent.seconds:>9.1f}  {parts:<24} {applied:<28} {r.errors:>11}")
     return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def engine_url(engine: str, work: Path) -> Iterator[str]:
-    """Bootstrap servers of the engine, started for the whole run."""
-    if engine == "kafka":
-        from stream_app.kafka.apache import ApacheKafkaCluster
-
-        # as the tests' session cluster (tests/conftest.py kafka_cluster)
-        with ApacheKafkaCluster(brokers=KAFKA_BROKERS, heap="384m",
-                                properties={"message.max.bytes": str(8 << 20)},
-                                log_dir=work / "kafka-logs") as cluster:
-            yield cluster.url
-    else:
-        with EmbeddedBroker(free_port(), log_path=work / "broker.log") as broker:
-            yield broker.url
 
 
 def events_applied(settings: Settings) -> float:
@@ -185,9 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             print(f"  {k} worker(s): {rows[-1].rate:,.0f} events/s", flush=True)
 
-    engine = (f"Apache Kafka, {KAFKA_BROKERS} nodes, replication factor {KAFKA_BROKERS}"
-              if args.engine == "kafka" else "embedded broker (Tansu), 1 node")
-    print(f"engine: {engine}; {args.partitions} partitions per topic")
+    print(f"engine: {ENGINE_NAMES[args.engine]}; {args.partitions} partitions per topic")
     print(f"events: {len(events):,} of the default synthetic workload with {spec.users} users "
           f"(seed {spec.seed}), keyed by user id; "
           f"{'model ' + str(args.model_dir) if args.model_dir else 'baseline recommender'}, "

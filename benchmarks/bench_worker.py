@@ -1,7 +1,8 @@
 """Throughput of one tracker worker next to a bare Faust loop on the same events, and the time to
-recover its state from the changelog, measured side by side in one run on the embedded broker.
+recover its state from the changelog, measured side by side in one run on each engine asked for
+(the embedded broker by default; also the tests' 3-node Apache Kafka with ``--engines tansu,kafka``).
 
-    .venv/bin/python -m benchmarks.bench_worker [--events 40000] [--data PATH]
+    .venv/bin/python -m benchmarks.bench_worker [--events 40000] [--data PATH] [--engines tansu,kafka]
 
 Both consumers read the same Taobao events, pre-loaded into their own topics before they start.
 Worker throughput = events / (last output time - first output time); the bare loop is timed
@@ -22,12 +23,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks.engines import ENGINE_NAMES, ENGINE_SETTINGS, engine_url
 from stream_app.core.config import Settings
+from stream_app.core.events import Event
 from stream_app.kafka.admin import create_topics
-from stream_app.kafka.embedded import EmbeddedBroker, free_port
 from stream_app.service.process import spawn_worker
 from stream_app.tools.datasets import read_dataset
 from stream_app.tools.loading import send_events
@@ -82,22 +85,25 @@ def wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 900) -
     raise TimeoutError(path)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=40_000)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get(
-        "TRACKER_SHARED_DATA", DEFAULT_DATA.parent.parent)) / "taobao" / "UserBehavior_head84k.csv")
-    args = ap.parse_args()
-    events = list(itertools.islice(read_dataset(args.data), args.events))
-    work = Path(tempfile.mkdtemp(prefix="bench-worker-"))
-    with EmbeddedBroker(free_port(), log_path=work / "broker.log") as broker:
-        base = Settings(broker_url=broker.url, data_dir=work / "data", metrics_port=0, web_port=0,
-                        log_level="warning")
+@dataclass
+class Measured:
+    engine: str
+    bare_rate: float
+    tracker_rate: float
+    recovery_s: float
+    changelog_records: int
+
+
+def measure(engine: str, events: list[Event], work: Path) -> Measured:
+    """The bare loop, the tracker and its recovery on one engine, started for this measurement."""
+    with engine_url(engine, work) as url:
+        base = Settings(broker_url=url, data_dir=work / "data", metrics_port=0, web_port=0,
+                        log_level="warning").model_copy(update=ENGINE_SETTINGS[engine])
         bare, tracker = base.namespaced("bench-bare"), base.namespaced("bench-tracker")
         for s in (bare, tracker):
             asyncio.run(create_topics(s, s.topics_to_create()))
             asyncio.run(send_events(s, events, create=False))
-        print(f"{len(events)} events from {args.data.name} pre-loaded into each set of topics")
+        print(f"{engine}: {len(events)} events pre-loaded into each set of topics", flush=True)
 
         out = work / "bare.txt"
         with open(work / "bare.log", "wb") as log:
@@ -127,19 +133,50 @@ def main() -> None:
             text = log2.read_text(errors="replace")
         proc.terminate()
         proc.wait()
-        lines = text.splitlines()
-        start = log_time(next(ln for ln in lines if "Setting newly assigned partitions" in ln))
-        done = log_time(next(ln for ln in lines if "Recovery complete" in ln))
-        changelog_records = sum(int(m) for m in re.findall(r"user-state-changelog\s*\|\s*\d+\s*\|\s*(\d+)",
-                                                           text))
+    lines = text.splitlines()
+    start = log_time(next(ln for ln in lines if "Setting newly assigned partitions" in ln))
+    done = log_time(next(ln for ln in lines if "Recovery complete" in ln))
+    changelog_records = sum(int(m) for m in re.findall(r"user-state-changelog\s*\|\s*\d+\s*\|\s*(\d+)",
+                                                       text))
+    return Measured(engine, bare_rate, tracker_rate, done - start, changelog_records)
 
-    print(f"{'what':<44}{'events/s':>12}{'ratio':>8}")
-    print(f"{'bare Faust take_events loop (no work)':<44}{bare_rate:>12,.0f}{1:>8.2f}")
-    print(f"{'tracker worker (validate, state, outputs)':<44}{tracker_rate:>12,.0f}"
-          f"{tracker_rate / bare_rate:>8.2f}")
-    print(f"state recovery from the changelog: {done - start:.2f} s for ~{changelog_records} "
-          f"changelog records (highwater sum), users from {len(events)} events")
-    shutil.rmtree(work, ignore_errors=True)
+
+def build_table(rows: list[Measured]) -> str:
+    lines = [f"{'engine':<8}{'what':<44}{'events/s':>12}{'ratio':>8}"]
+    for r in rows:
+        lines.append(f"{r.engine:<8}{'bare Faust take_events loop (no work)':<44}{r.bare_rate:>12,.0f}"
+                     f"{1:>8.2f}")
+        lines.append(f"{r.engine:<8}{'tracker worker (validate, state, outputs)':<44}"
+                     f"{r.tracker_rate:>12,.0f}{r.tracker_rate / r.bare_rate:>8.2f}")
+    for r in rows:
+        lines.append(f"{r.engine}: state recovery from the changelog {r.recovery_s:.2f} s for "
+                     f"~{r.changelog_records} changelog records (highwater sum)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=40_000)
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "TRACKER_SHARED_DATA", DEFAULT_DATA.parent.parent)) / "taobao" / "UserBehavior_head84k.csv")
+    ap.add_argument("--engines", default="tansu",
+                    help="comma-separated, measured one after the other: tansu, kafka")
+    args = ap.parse_args(argv)
+    engines = [e.strip() for e in args.engines.split(",")]
+    if unknown := set(engines) - set(ENGINE_SETTINGS):
+        ap.error(f"unknown engine(s) {', '.join(sorted(unknown))}; known: {', '.join(ENGINE_SETTINGS)}")
+    events = list(itertools.islice(read_dataset(args.data), args.events))
+    load = os.getloadavg()
+    rows = []
+    for engine in engines:
+        work = Path(tempfile.mkdtemp(prefix=f"bench-worker-{engine}-"))
+        rows.append(measure(engine, events, work))
+        shutil.rmtree(work, ignore_errors=True)
+    for engine in engines:
+        print(f"{engine}: {ENGINE_NAMES[engine]}")
+    print(f"{len(events)} events from {args.data.name}; cores {os.cpu_count()}, load average at "
+          f"start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f}")
+    print(build_table(rows))
 
 
 if __name__ == "__main__":

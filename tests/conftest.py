@@ -1,13 +1,15 @@
 """Shared fixtures: one broker process set per engine for the whole run, per-test app ids and
 topics, and the real datasets in ../shared/data (skipped on a user's fresh clone, a failure in CI).
 
-Engines: every streaming test (one that uses ``broker_url`` or ``settings``) runs on the embedded
-Tansu broker with the ``embedded`` profile (id ``tansu``); the modules marked ``both_engines`` run
-a second time on a 3-node Apache Kafka 4.4 (KRaft, replication factor 3, min.insync.replicas 2)
-with the ``kafka`` profile (id ``kafka``, marker ``kafka``: ``-m "not kafka"`` leaves them out,
-``-m kafka`` runs only them); ``kafka_only`` tests (broker failures) run on Kafka alone. Each
-broker set starts lazily, once, on the first test that needs it. Without java/mvn the Kafka runs
-skip, unless TRACKER_REQUIRE_KAFKA=1 (CI)."""
+Engines (benchmarks/engines.py): every streaming test (one that uses ``broker_url`` or ``settings``)
+runs on the embedded Tansu broker with the ``embedded`` profile (id ``tansu``); the modules marked
+``both_engines`` run a second time on a 3-node Apache Kafka 4.4 (KRaft, replication factor 3,
+min.insync.replicas 2) with the ``kafka`` profile (id ``kafka``, marker ``kafka``: ``-m "not
+kafka"`` leaves them out, ``-m kafka`` runs only them); ``kafka_only`` tests (broker failures) run
+on Kafka alone. ``--engines kafka`` (or ``tansu,kafka``) runs every streaming test on the engines
+named instead, e.g. the backlog tests, which CI runs on Tansu only for time (``kafka_only`` tests
+stay on Kafka). Each broker set starts lazily, once, on the first test that needs it. Without
+java/mvn the Kafka runs skip, unless TRACKER_REQUIRE_KAFKA=1 (CI)."""
 
 from __future__ import annotations
 
@@ -20,20 +22,12 @@ from typing import Any
 
 import pytest
 
+from benchmarks.engines import ENGINE_SETTINGS, apache_kafka
 from stream_app.core.config import Settings
 from stream_app.kafka.embedded import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("TRACKER_SHARED_DATA", ROOT.parent / "shared" / "data"))
-KAFKA_BROKERS = 3
-
-# the settings each engine's tests get on top of the defaults
-ENGINE_SETTINGS: dict[str, dict[str, Any]] = {
-    "tansu": {"broker_profile": "embedded", "replication_factor": 1},
-    "kafka": {"broker_profile": "kafka", "replication_factor": KAFKA_BROKERS},
-}
-
-
 def shared_data(relative: str) -> Path:
     """Path of a file in ../shared/data; skip when absent, unless CI demands the data."""
     path = SHARED_DATA / relative
@@ -57,6 +51,26 @@ def require_kafka() -> None:
         pytest.skip(str(exc))
 
 
+ENGINES = ("tansu", "kafka")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--engines", default=None,
+                     help="comma-separated engines (tansu, kafka) to run every streaming test on, "
+                          "instead of each test's own (tansu; both for both_engines)")
+
+
+def _chosen_engines(config: pytest.Config) -> list[str] | None:
+    raw = config.getoption("--engines")
+    if raw is None:
+        return None
+    chosen = [e.strip() for e in raw.split(",") if e.strip()]
+    unknown = sorted(set(chosen) - set(ENGINES))
+    if unknown or not chosen:
+        raise pytest.UsageError(f"--engines {raw!r}: known engines are {', '.join(ENGINES)}")
+    return chosen
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize every test that needs a broker by engine: tansu always, kafka as well for the
     tests marked ``both_engines`` (the ones that matter most for the engine; see docs)."""
@@ -64,8 +78,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     tansu = pytest.param("tansu", id="tansu")
     kafka = pytest.param("kafka", id="kafka", marks=pytest.mark.kafka)
+    chosen = _chosen_engines(metafunc.config)
     if metafunc.definition.get_closest_marker("kafka_only"):
         engines = [kafka]
+    elif chosen is not None:
+        engines = [{"tansu": tansu, "kafka": kafka}[e] for e in chosen]
     elif metafunc.definition.get_closest_marker("both_engines"):
         # Gating on Kafka (2026-12-04): the intermittent "hold" was Kafka's time retention deleting
         # input records stamped with old event times before the worker read them (input topics are
@@ -96,14 +113,7 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One 3-node Apache Kafka for the whole session, started on first use (logs kept in the
     session's temporary folder). Tests that kill a node restart it before they end."""
     require_kafka()
-    from stream_app.kafka.apache import ApacheKafkaCluster
-
-    # records up to 8 MB, like Tansu: the hostile-input tests send values of ~2 MB that the worker
-    # must dead-letter (with Kafka's 1 MB default the broker rejects them, and aiokafka's
-    # idempotent producer then fails every later batch of that partition: OutOfOrderSequence)
-    with ApacheKafkaCluster(brokers=KAFKA_BROKERS, heap="384m",
-                            properties={"message.max.bytes": str(8 << 20)},
-                            log_dir=tmp_path_factory.mktemp("kafka-logs")) as cluster:
+    with apache_kafka(tmp_path_factory.mktemp("kafka-logs")) as cluster:
         yield cluster
 
 

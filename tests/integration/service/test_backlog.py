@@ -39,7 +39,7 @@ from stream_app.tools.generate import DAY_MS, GroundTruth, WorkloadSpec, iter_sy
 from tests.support.streaming import WorkerProcess, local_states, values_by_user
 from tests.support.topic_reader import read_topics
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]  # Tansu only: too slow for CI on 3-node Kafka (docs)
+pytestmark = [pytest.mark.broker, pytest.mark.slow]  # Tansu in CI (time); `--engines kafka` on Kafka
 
 # The generator's default workload (223,472 events): churners decline, then fall silent. Its bursts once
 # made a loaded worker's merge pass a partition whose records sat fetched in the consumer; records in
