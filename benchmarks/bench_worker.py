@@ -97,8 +97,10 @@ class Measured:
 def measure(engine: str, events: list[Event], work: Path) -> Measured:
     """The bare loop, the tracker and its recovery on one engine, started for this measurement."""
     with engine_url(engine, work) as url:
+        # a recommendation per event (no rate limit), so the outputs count the applied events
         base = Settings(broker_url=url, data_dir=work / "data", metrics_port=0, web_port=0,
-                        log_level="warning").model_copy(update=ENGINE_SETTINGS[engine])
+                        log_level="warning", recommend_min_gap_s=0,
+                        ).model_copy(update=ENGINE_SETTINGS[engine])
         bare, tracker = base.namespaced("bench-bare"), base.namespaced("bench-tracker")
         for s in (bare, tracker):
             asyncio.run(create_topics(s, s.topics_to_create()))

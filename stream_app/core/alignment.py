@@ -24,8 +24,8 @@ have been sent before the head arrived).
 
 The price is latency on quiet inputs: an event whose sibling partitions are empty waits for the
 next fetch response. Apache Kafka answers a fetch as soon as any fetched partition gets data, else
-after the fetch wait (1.5 s with Faust); the embedded broker always after the full wait, so on it
-the worker sets a 100 ms fetch wait (``TRACKER_FETCH_WAIT_MS``,
+after the fetch wait (1.5 s with Faust); the embedded broker always after the full wait, so the
+worker sets a 100 ms fetch wait on both (``TRACKER_FETCH_WAIT_MS``,
 :func:`stream_app.service.compat.set_fetch_wait`).
 Measured on the embedded broker (``interest-tracker demo``, this rule, 1.5 s vs 100 ms fetch wait):
 mean processing latency 1.43 s -> 0.19 s at 3 events/s, 1.25 s -> 0.14 s at 30 events/s, 0.53 s ->

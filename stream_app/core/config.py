@@ -133,10 +133,11 @@ class Settings(BaseSettings):
     )
     batch_max: int = Field(1000, ge=1, description="micro-batch size (events)")
     batch_within_s: float = Field(0.05, gt=0, description="micro-batch wait (seconds)")
-    fetch_wait_ms: int | None = Field(
-        None, ge=1, le=60_000, description="longest time a fetch waits at the broker for data; "
-        "unset: 100 ms on the embedded broker (which holds every fetch that long even when data "
-        "arrives), Faust's 1500 ms on Apache Kafka (which answers as soon as data arrives)",
+    fetch_wait_ms: int = Field(
+        100, ge=1, le=60_000, description="longest time a fetch waits at the broker for data "
+        "(Faust's default is 1500 ms): the embedded broker holds every fetch that long even when "
+        "data arrives, and on either engine the event-time merge and the recovery after a "
+        "hand-over wait for fetch answers while inputs are quiet",
     )
     align_max_wait_s: float = Field(
         5.0, ge=0, description="idle bound of the event-time merge: how long an input partition "
@@ -186,12 +187,6 @@ class Settings(BaseSettings):
         if self.session_timeout_s is not None:
             return self.session_timeout_s
         return 4.0 if self.broker_profile == "embedded" else 6.0
-
-    def effective_fetch_wait_ms(self) -> int | None:
-        """The fetch wait to set on the worker's consumer (None: keep Faust's)."""
-        if self.fetch_wait_ms is not None:
-            return self.fetch_wait_ms
-        return 100 if self.broker_profile == "embedded" else None
 
     def topics_by_type(self) -> dict[EventType, str]:
         """Event type -> its input topic: the one map between the two."""

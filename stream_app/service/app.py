@@ -178,18 +178,16 @@ def build_app(settings: Settings) -> TrackerApp:
             if ingest_logic.holding():
                 await ingest_logic.forward()
 
-    fetch_wait_ms = settings.effective_fetch_wait_ms()
-    if fetch_wait_ms is not None:
-        @app.on_partitions_assigned.connect
-        def fetch_wait_on_assignment(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
-            """Before the first fetch of a new assignment: right after a (re)start the timer
-            below would leave Faust's 1.5 s fetch wait on the first fetches."""
-            compat.set_fetch_wait(app, fetch_wait_ms)
+    @app.on_partitions_assigned.connect
+    def fetch_wait_on_assignment(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        """Before the first fetch of a new assignment: right after a (re)start the timer below
+        would leave Faust's 1.5 s fetch wait on the first fetches."""
+        compat.set_fetch_wait(app, settings.fetch_wait_ms)
 
-        @app.timer(1.0)
-        async def keep_fetch_wait() -> None:
-            """Applied once the consumer runs, and again if it is re-created."""
-            compat.set_fetch_wait(app, fetch_wait_ms)
+    @app.timer(1.0)
+    async def keep_fetch_wait() -> None:
+        """Applied once the consumer runs, and again if it is re-created."""
+        compat.set_fetch_wait(app, settings.fetch_wait_ms)
 
     if tracker.reloader is not None and tracker.reloader.versions is not None:
         @app.task

@@ -1,7 +1,8 @@
 """Operations, with real processes: the broker command stops its Tansu child on SIGTERM, start-up
 problems are one line, a worker stops cleanly, and after kill -9 a restarted worker or a surviving
 one processes again. The restart and hand-over tests assert that it happens and print how long it
-took (the README's figures come from these prints; the target is 10 s)."""
+took (the README's figures come from these prints; the target is 10 s); those two run on both
+engines."""
 
 from __future__ import annotations
 
@@ -177,6 +178,7 @@ def excerpt(log: str, needle: str, around: int = 1500) -> str:
 # --- restart and hand-over ------------------------------------------------------------------
 
 
+@pytest.mark.both_engines
 def test_restarted_worker_processes_again(settings: Settings, tmp_path: Path) -> None:
     """kill -9, then the same app id again: it takes its partitions back and processes."""
     measured = restart_to_processing(settings, tmp_path, timeout_s=120)
@@ -185,6 +187,7 @@ def test_restarted_worker_processes_again(settings: Settings, tmp_path: Path) ->
           f"{settings.effective_session_timeout_s():g} s) {measured.per_partition}")
 
 
+@pytest.mark.both_engines
 def test_survivor_takes_over_a_killed_workers_partitions(settings: Settings, tmp_path: Path) -> None:
     """Two workers, kill -9 one: the survivor emits for the dead worker's users."""
     measured, dead, stall = hand_over(settings, tmp_path, timeout_s=120)

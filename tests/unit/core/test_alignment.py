@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 from stream_app.core.alignment import ARRIVING, BEHIND, EventTimeMerge, SourceView
-from stream_app.core.config import Settings
 
 RANK = {"clicks": 0, "browses": 1, "purchases": 2}
 
@@ -121,14 +120,6 @@ def test_a_quiet_source_is_passed_only_after_a_fetch_newer_than_the_event() -> N
     for topic, ts in (("clicks", 60), ("browses", 61), ("purchases", 62)):
         merge.add(topic, 0, ts=ts, offset=1, item=f"{topic}{ts}", arrived=12.0)
     assert merge.ready(now=12.0) == ["clicks60"]
-
-
-def test_fetch_wait_defaults_to_short_on_the_embedded_broker() -> None:
-    """The embedded broker holds a fetch for the whole wait, so Faust's 1.5 s would be added to
-    each hop of a quiet stream; on Kafka Faust's own setting is kept unless one is given."""
-    assert Settings(broker_profile="embedded").effective_fetch_wait_ms() == 100
-    assert Settings(broker_profile="kafka").effective_fetch_wait_ms() is None
-    assert Settings(broker_profile="kafka", fetch_wait_ms=250).effective_fetch_wait_ms() == 250
 
 
 def test_first_offset_is_the_lowest_offset_still_held_of_a_source() -> None:
