@@ -28,6 +28,8 @@ from stream_app.kafka.embedded import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("TRACKER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
 def shared_data(relative: str) -> Path:
     """Path of a file in ../shared/data; skip when absent, unless CI demands the data."""
     path = SHARED_DATA / relative
@@ -51,9 +53,6 @@ def require_kafka() -> None:
         pytest.skip(str(exc))
 
 
-ENGINES = ("tansu", "kafka")
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--engines", default=None,
                      help="comma-separated engines (tansu, kafka) to run every streaming test on, "
@@ -65,9 +64,9 @@ def _chosen_engines(config: pytest.Config) -> list[str] | None:
     if raw is None:
         return None
     chosen = [e.strip() for e in raw.split(",") if e.strip()]
-    unknown = sorted(set(chosen) - set(ENGINES))
+    unknown = sorted(set(chosen) - set(ENGINE_SETTINGS))
     if unknown or not chosen:
-        raise pytest.UsageError(f"--engines {raw!r}: known engines are {', '.join(ENGINES)}")
+        raise pytest.UsageError(f"--engines {raw!r}: known engines are {', '.join(ENGINE_SETTINGS)}")
     return chosen
 
 
