@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from stream_app.core.churn import RiskThreshold
-from stream_app.core.state import WindowEntry
+from stream_app.core.events import Event
+from stream_app.core.state import PURCHASE, WindowEntry
 
 
 @dataclass(slots=True)
@@ -21,9 +22,19 @@ class RecommendationRequest:
     window: list[WindowEntry]  # the user's window right after the event, oldest first
     n_events: int  # events applied to the user so far
     first_ts: int  # event time of the user's first event
-    bought: frozenset[str]  # items bought in the window: never recommended
+    bought: frozenset[str]  # items bought in the window, and a triggering purchase's: never recommended
     interests: list[tuple[str, float]]  # strongest categories at ``at_ts`` (long-term)
     short_interests: list[tuple[str, float]] = field(default_factory=list)  # short-term horizon
+
+
+def bought_items(window: Sequence[WindowEntry], trigger: Event) -> frozenset[str]:
+    """Items never to recommend at ``trigger``: those bought in the window, and the triggering
+    purchase's own item, which a purchase that arrives after a full window of the user's later
+    events (replication can delay one input partition on Kafka) is no longer in."""
+    bought = {e[0] for e in window if e[2] == PURCHASE}
+    if trigger.type == "purchase":
+        bought.add(trigger.item_id)
+    return frozenset(bought)
 
 
 @dataclass(slots=True)

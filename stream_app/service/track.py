@@ -21,8 +21,8 @@ from stream_app.core.catalog import Catalog
 from stream_app.core.churn import ChurnDetector, RiskRule
 from stream_app.core.config import Settings
 from stream_app.core.events import Event
-from stream_app.core.recommender import RecommendationRequest, Recommender
-from stream_app.core.state import PURCHASE, RISK, StatePolicy, UserState, event_id_hash, typical_gap_ms
+from stream_app.core.recommender import RecommendationRequest, Recommender, bought_items
+from stream_app.core.state import RISK, StatePolicy, UserState, event_id_hash, typical_gap_ms
 from stream_app.service import compat, metrics
 from stream_app.service.erasure import Erasures, is_erasure
 from stream_app.service.profile import LatestRecommendations
@@ -162,7 +162,7 @@ class Tracker:
             if state.triggers_recommendation(event.ts, policy):  # rate-limited in event time
                 request = RecommendationRequest(
                     user, event.ts, list(state.window), state.events_total, state.first_ts,
-                    frozenset(e[0] for e in state.window if e[2] == PURCHASE),
+                    bought_items(state.window, event),
                     state.top_interests(event.ts, policy), state.top_short_interests(event.ts, policy, 3))
                 slot = out.add(OutputRecord(self.settings.topic_recommendations, user, b"",
                                             envelope.received, envelope.source.timestamp,
