@@ -9,13 +9,13 @@ import gzip
 from pathlib import Path
 
 import pytest
-from conftest import shared_data
 
 from export.evaluate import evaluate
 from export.prepare import prepare
 from export.splits import TEST, SplitSpec
 from export.train import TrainConfig, train_model
 from stream_app.model.features import FeatureSpec
+from tests.conftest import shared_data
 
 USERS = 600
 HOUR_MS = 3_600_000

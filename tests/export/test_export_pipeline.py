@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import shared_data
 
 from export.artifact import load_model
 from export.evaluate import churn_logits, point_contexts
@@ -21,6 +20,7 @@ from stream_app.cli import main
 from stream_app.model.artifact import read_metadata
 from stream_app.model.features import FeatureSpec, Vocab
 from stream_app.model.runtime import ModelRuntime
+from tests.conftest import shared_data
 
 L = 10
 TRAIN_ARGS = ["--window-length", str(L), "--d-model", "16", "--layers", "2", "--heads", "2",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_data
 
 from export.prepare import prepare
 from export.sequences import segment_ends
@@ -20,6 +19,7 @@ from stream_app.model.features import (
     is_incremental,
     pace_buckets,
 )
+from tests.conftest import shared_data
 
 
 def test_context_rule_grows_then_resets_to_half() -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import shared_data
 
 from stream_app.cli import main
 from stream_app.cli.tools import DATASET_KINDS
 from stream_app.tools.datasets import FILE_KINDS, LoadReport, detect_kind, read_dataset
+from tests.conftest import shared_data
 
 
 def test_taobao_head84k_reports_truncated_last_line_and_delivers_the_rest() -> None:
