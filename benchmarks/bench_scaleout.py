@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.bench_worker import output_span
-from benchmarks.engines import ENGINE_NAMES, ENGINE_SETTINGS, engine_url
 from stream_app.core.config import Settings
 from stream_app.core.events import Event
 from stream_app.kafka.admin import create_topics
@@ -45,6 +44,7 @@ from stream_app.kafka.embedded import free_port
 from stream_app.service.metrics import scrape
 from stream_app.tools.generate import WorkloadSpec, iter_synthetic_events
 from stream_app.tools.loading import SendSummary, send_events
+from tests.support.engines import ENGINE_NAMES, ENGINE_SETTINGS, engine_url
 from tests.support.streaming import WorkerProcess, wait_until_group_splits
 
 # events per user of the generator's default workload (694,226 events for its 1,000 users), a

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.engines import ENGINE_NAMES, ENGINE_SETTINGS, engine_url
 from stream_app.core.config import Settings
 from stream_app.core.events import Event
 from stream_app.kafka.admin import create_topics
 from stream_app.service.process import spawn_worker
 from stream_app.tools.datasets import read_dataset
 from stream_app.tools.loading import send_events
+from tests.support.engines import ENGINE_NAMES, ENGINE_SETTINGS, engine_url, parse_engines
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "taobao" / "UserBehavior_head84k.csv"
@@ -164,9 +164,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--engines", default="tansu",
                     help="comma-separated, measured one after the other: tansu, kafka")
     args = ap.parse_args(argv)
-    engines = [e.strip() for e in args.engines.split(",")]
-    if unknown := set(engines) - set(ENGINE_SETTINGS):
-        ap.error(f"unknown engine(s) {', '.join(sorted(unknown))}; known: {', '.join(ENGINE_SETTINGS)}")
+    try:
+        engines = parse_engines(args.engines)
+    except ValueError as exc:
+        ap.error(str(exc))
     events = list(itertools.islice(read_dataset(args.data), args.events))
     load = os.getloadavg()
     rows = []

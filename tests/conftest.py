@@ -1,7 +1,7 @@
 """Shared fixtures: one broker process set per engine for the whole run, per-test app ids and
 topics, and the real datasets in ../shared/data (skipped on a user's fresh clone, a failure in CI).
 
-Engines (benchmarks/engines.py): every streaming test (one that uses ``broker_url`` or ``settings``)
+Engines (tests/support/engines.py): every streaming test (one that uses ``broker_url`` or ``settings``)
 runs on the embedded Tansu broker with the ``embedded`` profile (id ``tansu``); the modules marked
 ``both_engines`` run a second time on a 3-node Apache Kafka 4.4 (KRaft, replication factor 3,
 min.insync.replicas 2) with the ``kafka`` profile (id ``kafka``, marker ``kafka``: ``-m "not
@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.engines import ENGINE_SETTINGS, apache_kafka
 from stream_app.core.config import Settings
 from stream_app.kafka.embedded import EmbeddedBroker, free_port
+from tests.support.engines import ENGINE_SETTINGS, apache_kafka, parse_engines
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("TRACKER_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -63,11 +63,10 @@ def _chosen_engines(config: pytest.Config) -> list[str] | None:
     raw = config.getoption("--engines")
     if raw is None:
         return None
-    chosen = [e.strip() for e in raw.split(",") if e.strip()]
-    unknown = sorted(set(chosen) - set(ENGINE_SETTINGS))
-    if unknown or not chosen:
-        raise pytest.UsageError(f"--engines {raw!r}: known engines are {', '.join(ENGINE_SETTINGS)}")
-    return chosen
+    try:
+        return parse_engines(raw)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--{exc}") from exc
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

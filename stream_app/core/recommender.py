@@ -31,10 +31,8 @@ def bought_items(window: Sequence[WindowEntry], trigger: Event) -> frozenset[str
     """Items never to recommend at ``trigger``: those bought in the window, and the triggering
     purchase's own item, which a purchase that arrives after a full window of the user's later
     events (replication can delay one input partition on Kafka) is no longer in."""
-    bought = {e[0] for e in window if e[2] == PURCHASE}
-    if trigger.type == "purchase":
-        bought.add(trigger.item_id)
-    return frozenset(bought)
+    bought = frozenset(e[0] for e in window if e[2] == PURCHASE)
+    return bought | {trigger.item_id} if trigger.type == "purchase" else bought
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
-"""The two engines as the test suite runs them (tests/conftest.py uses these): the embedded Tansu
-broker (``embedded`` profile, 1 node) and a 3-node Apache Kafka (``kafka`` profile, replication
-factor 3), with the settings each engine's workers get on top of the defaults."""
+"""The two engines as the test suite runs them (tests/conftest.py; the benchmarks use them too):
+the embedded Tansu broker (``embedded`` profile, 1 node) and a 3-node Apache Kafka (``kafka``
+profile, replication factor 3), with the settings each engine's workers get on top of the defaults."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ ENGINE_SETTINGS: dict[str, dict[str, Any]] = {
 }
 ENGINE_NAMES = {"tansu": "embedded broker (Tansu), 1 node",
                 "kafka": f"Apache Kafka, {KAFKA_BROKERS} nodes, replication factor {KAFKA_BROKERS}"}
+
+
+def parse_engines(raw: str) -> list[str]:
+    """``"tansu,kafka"`` -> ``["tansu", "kafka"]``; ValueError (one line) for an unknown or no name."""
+    chosen = [e.strip() for e in raw.split(",") if e.strip()]
+    unknown = sorted(set(chosen) - set(ENGINE_SETTINGS))
+    if unknown or not chosen:
+        raise ValueError(f"engines {raw!r}: known engines are {', '.join(ENGINE_SETTINGS)}")
+    return chosen
 
 
 def apache_kafka(log_dir: Path) -> Any:
