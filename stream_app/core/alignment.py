@@ -104,6 +104,10 @@ class EventTimeMerge(Generic[T]):
         queue = self._queues.get((topic, partition))
         return queue[0][0][2] if queue else None
 
+    def clear(self) -> list[T]:
+        """Forget every held item (returned): a rebalance will deliver them again."""
+        return self.drop_partitions(set())
+
     def drop_partitions(self, keep: set[tuple[str, int]]) -> list[T]:
         """Forget queues of revoked partitions (their events will be re-read by their new owner)."""
         dropped: list[T] = []

@@ -156,6 +156,9 @@ class ApacheKafkaCluster:
             "offsets.topic.num.partitions": "5",
             "transaction.state.log.num.partitions": "5",
             "group.initial.rebalance.delay.ms": "0",
+            # as in deploy/: a topic created by a stray metadata request would get one partition,
+            # and inputs not co-partitioned are merged wrongly (the workers create every topic)
+            "auto.create.topics.enable": "false",
             "num.network.threads": "2",
             "num.io.threads": "2",
         }

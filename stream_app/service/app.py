@@ -28,12 +28,13 @@ from faust.types import EventT, TableT
 
 from stream_app.core.config import Settings
 from stream_app.core.pseudonym import pseudonyms_for
-from stream_app.kafka.admin import create_topics
+from stream_app.kafka.admin import create_topics, partition_counts
 from stream_app.kafka.embedded import PortInUseError, StartupError, check_port_free
 from stream_app.service import compat, metrics
 from stream_app.service.erasure import install_erase_agent
 from stream_app.service.ingest import Ingest
 from stream_app.service.sender import RecordSender
+from stream_app.service.sensors import RebalanceStartHook
 from stream_app.service.track import Tracker
 from stream_app.service.web import canonical_url, install_web
 
@@ -127,6 +128,7 @@ class TrackerApp:
     app: faust.App
     table: TableT
     tracker: Tracker
+    ingest: Ingest
 
 
 def build_app(settings: Settings) -> TrackerApp:
@@ -145,6 +147,7 @@ def build_app(settings: Settings) -> TrackerApp:
     by_user_name = by_user.get_topic_name()
     tracker = Tracker(settings, app, table, sender, by_user_name)
     ingest_logic = Ingest(settings, app, sender, by_user_name)
+    app.sensors.add(RebalanceStartHook(ingest_logic.on_rebalance_start))
 
     @app.task
     async def declare_outputs() -> None:
@@ -207,7 +210,7 @@ def build_app(settings: Settings) -> TrackerApp:
     install_erase_agent(app, settings, sender, by_user_name, pseudonyms)  # service/erasure.py
     if settings.web_port > 0:
         install_web(app, tracker, settings, pseudonyms)  # service/web.py
-    return TrackerApp(app, table, tracker)
+    return TrackerApp(app, table, tracker, ingest_logic)
 
 
 def run_worker(settings: Settings) -> None:
@@ -258,7 +261,7 @@ async def prepare_topics(settings: Settings) -> None:
             try:
                 await asyncio.wait_for(create_topics(settings, settings.topics_to_create()),
                                        max(left, 0.1))
-                return
+                break
             except (KafkaConnectionError, TimeoutError, OSError) as exc:
                 if time.monotonic() + 0.5 >= deadline:
                     raise StartupError(
@@ -268,3 +271,16 @@ async def prepare_topics(settings: Settings) -> None:
                 await asyncio.sleep(0.5)
     finally:
         quiet.setLevel(level)
+    await check_co_partitioned(settings)
+
+
+async def check_co_partitioned(settings: Settings) -> None:
+    """:class:`StartupError` unless the input topics have one partition count: the event-time merge
+    joins partition p of each (topics that existed before the tracker may have been made apart)."""
+    counts = await partition_counts(settings, settings.event_topics())
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{topic} {n}" for topic, n in counts.items())
+        raise StartupError(
+            f"the input topics have different partition counts ({shown}); the tracker merges "
+            "partition p of each in event time, so they must have the same count and be keyed by "
+            "user id")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import faust
@@ -295,6 +295,20 @@ def ack_now(event: EventT) -> bool:
     remaining count makes this the final ack; take_events' later ack is then a no-op."""
     msg = event.message
     return msg.ack(event.app.consumer, n=max(msg.refcount, 1))
+
+
+def forget_unacked(app: faust.App, events: Iterable[EventT]) -> None:
+    """Take ``events``' messages off the consumer's list of messages in process, unacknowledged.
+
+    When a rebalance begins Faust pauses every partition, drops what its streams have buffered
+    and then waits (``Consumer.wait_empty``, no time limit) until every message in process is
+    acknowledged. A message the tracker holds for a later step would never be: its step needs
+    records from the paused partitions. Forgotten instead, it is not committed either, and
+    Faust's seek to the committed offsets after the rebalance delivers it again (to this
+    worker or to the partition's new owner), like the messages Faust dropped itself."""
+    unacked = app.consumer._unacked_messages  # type: ignore[attr-defined]  # noqa: SLF001  # a WeakSet
+    for event in events:
+        unacked.discard(event.message)
 
 
 def commit_under(app: faust.App, lock: asyncio.Lock) -> None:

@@ -54,6 +54,20 @@ class Ingest:
         """Whether events or dead letters wait for a later :meth:`forward`."""
         return bool(len(self.merge) or self.pending_dead)
 
+    def on_rebalance_start(self) -> None:
+        """A rebalance begins: let go of every held event and dead letter (see
+        :func:`compat.forget_unacked`; Faust would otherwise wait for them for ever, its partitions
+        paused). They are read again from the committed offsets once partitions are assigned; so is
+        what this process has read since, hence the offsets seen are forgotten too."""
+        held = [ev for ev, _, _ in self.merge.clear()]
+        held += [ev for letters in self.pending_dead.values() for _, ev, _ in letters]
+        self.pending_dead.clear()
+        self.last_offset.clear()
+        compat.forget_unacked(self.app, held)
+        if held:
+            log.info("rebalance: %d held input records let go (read again after the assignment)",
+                     len(held))
+
     def _released(self, how: str) -> None:
         metrics.ALIGNED_EVENTS.labels(how).inc()
         if how == "stalled" and time.monotonic() - self._stall_logged >= 10:

@@ -88,14 +88,32 @@ def wait_until_group_splits(workers: list[WorkerProcess], timeout: float = 180) 
 
 async def produce(settings: Settings, events: Iterable[Event],
                   raw: Iterable[tuple[str, bytes | None, bytes | None]] = ()) -> int:
-    """Send events to their input topics (keyed by user), then raw (topic, key, value) records."""
+    """Send events to their input topics (keyed by user), then raw (topic, key, value) records.
+
+    On a replicated cluster the three topics' partitions have different leaders, and a record
+    becomes readable only once its followers have it: records sent together to two topics can
+    become visible in either order, and the worker would merge them so (the limit in
+    :mod:`stream_app.core.alignment`). There each switch of topic waits until what was sent before
+    is acknowledged by all replicas, so the events become readable in the order given."""
+    raw = list(raw)
+    # as the worker does at its start (the brokers do not auto-create topics): a test may send
+    # before its worker has started
+    await create_topics(settings, [*settings.topics_to_create(), *(t for t, _, _ in raw)])
     producer = make_producer(settings)
     await producer.start()
+    in_visible_order = settings.replication_factor > 1
+    pending: list[asyncio.Future] = []
+    last_topic = None
     n = 0
     try:
         for event in events:
             key, value = encode_event(event)
-            await producer.send(settings.topic_of(event.type), value=value, key=key)
+            topic = settings.topic_of(event.type)
+            if in_visible_order and topic != last_topic and pending:
+                await asyncio.gather(*pending)
+                pending.clear()
+            pending.append(await producer.send(topic, value=value, key=key))
+            last_topic = topic
             n += 1
         for topic, key, value in raw:
             await producer.send(topic, value=value, key=key)

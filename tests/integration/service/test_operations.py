@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from stream_app.core.config import Settings
+from stream_app.kafka.admin import create_topics
 from stream_app.kafka.embedded import free_port
 from tests.conftest import ROOT, shared_data
 from tests.support.expected import taobao_events
@@ -121,6 +122,24 @@ def test_unreachable_broker_is_one_line_within_20_s(tmp_path: Path) -> None:
     assert "unreachable" in line and f"127.0.0.1:{port}" in line, line
     print(f"unreachable broker reported after {took:.1f} s: {line}")
     assert took < 30  # broker_connect_timeout_s (15 s) plus start-up, with room for a busy machine
+
+
+def test_input_topics_not_co_partitioned_are_refused(settings: Settings, tmp_path: Path) -> None:
+    """Input topics that existed before the tracker with different partition counts: the worker
+    stops with one line naming them, instead of merging partition p of each (a user's events would
+    sit in different partition numbers, and the merge would wait for partitions that do not
+    exist)."""
+    asyncio.run(create_topics(settings, [settings.topic_clicks], partitions=1))
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        assert worker.proc is not None
+        worker.proc.wait(90)
+    finally:
+        worker.stop()
+    line = next(ln for ln in worker.log().splitlines() if ln.startswith("Error: "))
+    assert "different partition counts" in line, line
+    assert f"{settings.topic_clicks} 1" in line and f"{settings.topic_browses} {settings.partitions}" in line
+    assert worker.proc.returncode != 0
 
 
 # --- clean shutdown -------------------------------------------------------------------------
