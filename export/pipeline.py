@@ -17,7 +17,7 @@ from export.onnx_export import chunk_parity, export_onnx, step_parity, top_k_of,
 from export.prepare import PreparedData, prepare
 from export.report import write_report
 from export.splits import TEST, VALID, SplitSpec
-from export.train import TrainConfig, TrainResult, train_model
+from export.train import TrainConfig, TrainResult, decide_history, train_model
 from stream_app.model.artifact import (
     CATEGORIES_FILE,
     ITEMS_FILE,
@@ -121,6 +121,7 @@ def run_train(data_path: Path, art_dir: Path, split_spec: SplitSpec, spec: Featu
     note = churn_note(data.split, TEST)
     if note:
         log.warning("churn on the test split: %s", note)
+    cfg = decide_history(cfg, data)
     result = train_model(data, cfg)
     extra = {"churn_horizon_ms": split_spec.churn_horizon_ms, "split": data.split.describe(),
              "training_data": _dataset_info(data), "train_config": asdict(cfg),

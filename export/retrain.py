@@ -110,7 +110,7 @@ def retrain(data_path: Path, root: Path, split: SplitSpec, cfg: TrainConfig, min
         test = meta["metrics"]["test"]  # type: ignore[index]
         cand_score = float(test["model"][GATE_METRIC])
         points = int(test["_points"]["targets"])
-        serv_score = (score_on(serving, data_path, split, min_item_count, cfg.exclude_history)
+        serv_score = (score_on(serving, data_path, split, min_item_count, bool(meta["exclude_history"]))
                       if serving else None)
         wins = serv_score is None or cand_score >= serv_score + margin
         published = publish(candidate, root) if wins else None

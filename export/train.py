@@ -8,7 +8,7 @@ import copy
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from export.evaluate import churn_inputs, evaluate_model, model_hidden
 from export.model import CHURN_FEATURES, InterestModel, ModelConfig
-from export.prepare import PreparedData
+from export.prepare import PreparedData, repeat_share
 from export.splits import TRAIN, VALID
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ class TrainConfig:
     churn_weight: float = 0.5
     patience: int = 5  # epochs without validation improvement before stopping
     early_stop_metric: str = "item_ndcg@10"  # or "category_ndcg@10", "churn_roc_auc"
-    exclude_history: bool = True  # item ranking excludes the user's past items (ML protocol)
+    # item ranking excludes the user's past items (the MovieLens protocol); None: decided from
+    # the training data by decide_history
+    exclude_history: bool | None = None
     seed: int = 0
     threads: int = 2
     max_minutes: float | None = None  # wall-clock budget; stops after the epoch that crosses it
@@ -82,7 +84,25 @@ def _targets(data: PreparedData) -> tuple[torch.Tensor, ...]:
             torch.from_numpy(churn))
 
 
+# below this share of repeated items the user's past items are excluded from the ranking
+REPEAT_SHARE_TO_KEEP = 0.01
+
+
+def decide_history(cfg: TrainConfig, data: PreparedData) -> TrainConfig:
+    """``cfg`` with ``exclude_history`` set: as given, else excluded when users (almost) never
+    return to an item in the training period (MovieLens), kept when they do (Taobao, Diginetica:
+    excluding them there makes a fifth to a quarter of the next items unreachable)."""
+    if cfg.exclude_history is not None:
+        return cfg
+    share = repeat_share(data)
+    exclude = share < REPEAT_SHARE_TO_KEEP
+    log.info("%.1f%% of the training events repeat an item of the user's: past items %s the ranking",
+             100 * share, "excluded from" if exclude else "kept in")
+    return replace(cfg, exclude_history=exclude)
+
+
 def train_model(data: PreparedData, cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    cfg = decide_history(cfg, data)
     seed_everything(cfg.seed, cfg.threads)
     model = InterestModel(cfg.model_config(data))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

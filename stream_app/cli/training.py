@@ -38,8 +38,10 @@ RECIPE_OPTIONS = (
                  help="churn horizon H: no event within H after the newest one"),
     click.option("--min-item-count", type=int, default=5, show_default=True,
                  help="rarer items share UNKNOWN (time split) or are dropped (leave-one-out)"),
-    click.option("--exclude-history/--keep-history", default=True, show_default=True,
-                 help="item ranking excludes the user's past items"),
+    click.option("--exclude-history/--keep-history", default=None,
+                 help="whether the item ranking excludes the user's past items; by default excluded "
+                      "when under 1% of the training events repeat an item of the user's "
+                      "(MovieLens), kept otherwise (Taobao, Diginetica)"),
     click.option("--early-stop", default="item_ndcg@10", show_default=True,
                  help="validation metric: item_ndcg@10, category_ndcg@10 or churn_roc_auc"),
     click.option("--category-weight", type=float, default=0.5, show_default=True,
