@@ -130,7 +130,8 @@ LOSS_COLOURS = {"loss": "black", "item_loss": "tab:red", "category_loss": "tab:o
                 "churn_loss": "tab:brown"}
 METRIC_PANELS = (("valid_item_ndcg@10", "item NDCG@10", "tab:blue"),
                  ("valid_category_ndcg@10", "category NDCG@10", "tab:green"),
-                 ("valid_churn_roc_auc", "churn ROC-AUC", "tab:purple"))
+                 ("valid_churn_roc_auc", "churn ROC-AUC", "tab:purple"),
+                 ("valid_combined", "combined skill", "tab:red"))
 
 
 def plot_curve(curve: list[dict[str, float]], path: Path, metric: str, title: str = "",

@@ -42,15 +42,19 @@ RECIPE_OPTIONS = (
                  help="whether the item ranking excludes the user's past items; by default excluded "
                       "when under 1% of the training events repeat an item of the user's "
                       "(MovieLens), kept otherwise (Taobao, Diginetica)"),
-    click.option("--early-stop", default="item_ndcg@10", show_default=True,
-                 help="validation metric: item_ndcg@10, category_ndcg@10 or churn_roc_auc"),
+    click.option("--early-stop", default="combined", show_default=True,
+                 help="validation metric: combined (the mean skill over the best baselines of item "
+                      "NDCG@10, category NDCG@10 and churn ROC-AUC), item_ndcg@10, category_ndcg@10 "
+                      "or churn_roc_auc"),
     click.option("--category-weight", type=float, default=0.5, show_default=True,
                  help="weight of the next-category loss (the item loss has weight 1)"),
     click.option("--churn-weight", type=float, default=0.5, show_default=True),
     click.option("--epochs", type=int, default=60, show_default=True),
     click.option("--patience", type=int, default=5, show_default=True),
-    click.option("--batch-size", type=int, default=128, show_default=True),
-    click.option("--lr", type=float, default=1e-3, show_default=True),
+    click.option("--batch-size", type=int, default=None,
+                 help="segments per step; by default 128, fewer (down to 16) when an epoch would "
+                      "take under 50 steps"),
+    click.option("--lr", type=float, default=2e-3, show_default=True),
     click.option("--d-model", type=int, default=64, show_default=True),
     click.option("--layers", type=int, default=2, show_default=True),
     click.option("--heads", type=int, default=2, show_default=True),
