@@ -192,7 +192,9 @@ def evaluate_cmd(artifact: Path, data: Path | None, report_dir: Path) -> None:
 # The demo model's training settings: small and fast (a few minutes on 2 CPU cores), fixed seed.
 DEMO_TRAIN_ARGS = dict(horizon_hours=24.0, valid_fraction=0.25, test_fraction=0.1, min_item_count=2,
                        d_model=32, layers=2, heads=2, dropout=0.1, epochs=30, patience=8, batch_size=64,
-                       lr=3e-3, seed=0, threads=1)
+                       lr=3e-3, seed=0, threads=1,
+                       # as when the packaged model was built (before these became rules of the recipe)
+                       early_stop="item_ndcg@10", exclude_history=True)
 
 
 @main.command("build-demo-model")
