@@ -121,7 +121,7 @@ def markdown(report: dict) -> str:
         f"`{report['training']['config']['early_stop_metric']}`.",
     ]
     if "parity" in report:
-        out += ["", "## ONNX parity (max abs difference)",
+        out += ["", "## ONNX parity (max difference, relative where the output exceeds 1)",
                 "\n".join(f"- {k}: {v:.2e}" for k, v in report["parity"].items())]
     return "\n".join(out) + "\n"
 
