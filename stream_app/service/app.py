@@ -147,7 +147,7 @@ def build_app(settings: Settings) -> TrackerApp:
     by_user_name = by_user.get_topic_name()
     tracker = Tracker(settings, app, table, sender, by_user_name)
     ingest_logic = Ingest(settings, app, sender, by_user_name)
-    app.sensors.add(RebalanceStartHook(ingest_logic.on_rebalance_start))
+    app.sensors.add(RebalanceStartHook(ingest_logic.let_go))
 
     @app.task
     async def declare_outputs() -> None:

@@ -54,11 +54,13 @@ class Ingest:
         """Whether events or dead letters wait for a later :meth:`forward`."""
         return bool(len(self.merge) or self.pending_dead)
 
-    def on_rebalance_start(self) -> None:
-        """A rebalance begins: let go of every held event and dead letter (see
+    def let_go(self) -> None:
+        """A rebalance began: let go of every held event and dead letter (see
         :func:`compat.forget_unacked`; Faust would otherwise wait for them for ever, its partitions
         paused). They are read again from the committed offsets once partitions are assigned; so is
-        what this process has read since, hence the offsets seen are forgotten too."""
+        what this process has read since, hence the offsets seen are forgotten too. Called as the
+        rebalance begins and by :meth:`forward` until it ends: a batch already taken from a stream
+        can still arrive meanwhile."""
         held = [ev for ev, _, _ in self.merge.clear()]
         held += [ev for letters in self.pending_dead.values() for _, ev, _ in letters]
         self.pending_dead.clear()
@@ -154,6 +156,9 @@ class Ingest:
         await self.forward()
 
     async def forward(self) -> None:
+        if self.app.rebalancing:  # until the assignment is done and the streams seek back
+            self.let_go()
+            return
         async with self.lock, self.sender.step():
             assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
             self.merge.drop_partitions(assigned)  # revoked: the new owner re-reads them
