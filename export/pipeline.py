@@ -121,7 +121,7 @@ def run_train(data_path: Path, art_dir: Path, split_spec: SplitSpec, spec: Featu
     note = churn_note(data.split, TEST)
     if note:
         log.warning("churn on the test split: %s", note)
-    cfg = decide_history(cfg, data)
+    cfg = decide_history(cfg, data)  # train_model would too; the artifact's metadata needs it
     result = train_model(data, cfg)
     extra = {"churn_horizon_ms": split_spec.churn_horizon_ms, "split": data.split.describe(),
              "training_data": _dataset_info(data), "train_config": asdict(cfg),

@@ -191,12 +191,12 @@ def train_model(data: PreparedData, cfg: TrainConfig, progress: bool = True) -> 
             bar.set_postfix(loss=f"{totals[0] / (b0 // cfg.batch_size + 1):.3f}")
         n = max(len(batches), 1)
         valid = evaluate_model(model, data, VALID, cfg.exclude_history)
+        if cfg.early_stop_metric == "combined":  # before the row: the curve and its plot show it
+            valid["combined"] = combined_score(valid, reference)
         row = {"epoch": epoch, "loss": totals[0] / n, "item_loss": totals[1] / n,
                "category_loss": totals[2] / n, "churn_loss": totals[3] / n,
                "seconds": time.monotonic() - start, **{f"valid_{k}": v for k, v in valid.items()}}
         curve.append(row)
-        if cfg.early_stop_metric == "combined":
-            valid["combined"] = combined_score(valid, reference)
         score = valid.get(cfg.early_stop_metric, float("nan"))
         log.info("epoch %d loss %.4f valid %s=%.4f (%.0fs)", epoch, row["loss"], cfg.early_stop_metric,
                  score, row["seconds"])

@@ -34,7 +34,6 @@ from stream_app.service import compat, metrics
 from stream_app.service.erasure import install_erase_agent
 from stream_app.service.ingest import Ingest
 from stream_app.service.sender import RecordSender
-from stream_app.service.sensors import RebalanceStartHook
 from stream_app.service.track import Tracker
 from stream_app.service.web import canonical_url, install_web
 
@@ -147,7 +146,6 @@ def build_app(settings: Settings) -> TrackerApp:
     by_user_name = by_user.get_topic_name()
     tracker = Tracker(settings, app, table, sender, by_user_name)
     ingest_logic = Ingest(settings, app, sender, by_user_name)
-    app.sensors.add(RebalanceStartHook(ingest_logic.let_go))
 
     @app.task
     async def declare_outputs() -> None:

@@ -58,9 +58,9 @@ class Ingest:
         """A rebalance began: let go of every held event and dead letter (see
         :func:`compat.forget_unacked`; Faust would otherwise wait for them for ever, its partitions
         paused). They are read again from the committed offsets once partitions are assigned; so is
-        what this process has read since, hence the offsets seen are forgotten too. Called as the
-        rebalance begins and by :meth:`forward` until it ends: a batch already taken from a stream
-        can still arrive meanwhile."""
+        what this process has read since, hence the offsets seen are forgotten too. Called by
+        :meth:`forward` while ``app.rebalancing``: the forwarding loop runs every 50 ms and Faust
+        looks again every second, and a batch already taken from a stream can still arrive."""
         held = [ev for ev, _, _ in self.merge.clear()]
         held += [ev for letters in self.pending_dead.values() for _, ev, _ in letters]
         self.pending_dead.clear()

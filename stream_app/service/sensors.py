@@ -1,5 +1,4 @@
-"""Faust sensors: its Prometheus sensor without the per-message and per-event hooks, and a hook
-on the start of a rebalance.
+"""Faust's Prometheus sensor without its per-message and per-event hooks.
 
 Faust calls every sensor for every message consumed and every event a stream yields (four calls
 each, through a dict comprehension over the sensors); its ``PrometheusMonitor`` then updates several
@@ -12,10 +11,8 @@ sends, tables, web) is kept: the dashboards read ``topic_partition_end_offset``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from faust.sensors import Sensor
 from faust.sensors.prometheus import PrometheusMonitor
 
 
@@ -34,17 +31,3 @@ class LeanPrometheusMonitor(PrometheusMonitor):
     def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any,
                             state: Any = None) -> None:
         return None
-
-
-class RebalanceStartHook(Sensor):
-    """Calls ``callback`` as a rebalance begins: Faust tells its sensors before it pauses the
-    partitions and waits for the messages in process (``App.on_rebalance_start``)."""
-
-    def __init__(self, callback: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.callback = callback
-
-    def on_rebalance_start(self, app: Any) -> dict:
-        self.callback()
-        return super().on_rebalance_start(app)
-

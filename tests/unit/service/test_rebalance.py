@@ -39,6 +39,7 @@ def test_rebalance_start_lets_go_of_held_events_without_acknowledging_them(tmp_p
     assert ingest.holding() and len(consumer._unacked_messages) == 2  # noqa: SLF001
 
     app.on_rebalance_start()  # what aiokafka's rebalance listener calls first
+    asyncio.run(ingest.forward())  # the worker's forwarding loop, every 50 ms
 
     assert not ingest.holding()
     assert not consumer._unacked_messages  # noqa: SLF001  # wait_empty has nothing to wait for
