@@ -6,13 +6,16 @@
 Part 1 (index sweep): synthetic clustered item embeddings (d=64, one cluster per ~100 items, as item
 embeddings group by category) and user vectors near a few clusters; per backend and catalog size:
 build time, search time per query at batch 256 for k=10, recall@10 against the exact top-10 by inner
-product (numpy).
+product (numpy); first at the default search breadth (``ef_search`` 160), then after
+``ItemIndex.calibrate`` on item-based queries (``pseudo_queries``, not the measured ones) for
+``--recall-target``.
 
 Part 2 (through the runtime API): a default-size model (d=64, 2 layers, L=50) whose item embeddings
 are the synthetic ones is exported at each size; one-event incremental updates per second at batch
 256 through ``ModelRuntime.update`` with the exact ``items.onnx`` ranking and with the ANN ranking
-(hnswlib by default, built once per size and handed to the runtime), and the ANN ranking's recall@10 against
-the exact inner-product top-10 of the same user vectors.
+(hnswlib by default, built once per size, calibrated on the user vectors of 256 other windows and handed
+to the runtime), and the ANN ranking's recall@10 against the exact inner-product top-10 of the same user
+vectors.
 """
 
 from __future__ import annotations
@@ -53,24 +56,28 @@ def _per_call(fn, seconds: float) -> float:  # noqa: ANN001
     return elapsed / n
 
 
-def index_sweep(sizes: list[int], backends: list[str], seconds: float, threads: int) -> None:
-    from stream_app.model.ann import ItemIndex, exact_top_k
+def index_sweep(sizes: list[int], backends: list[str], seconds: float, threads: int, target: float) -> None:
+    from stream_app.model.ann import ItemIndex, exact_top_k, pseudo_queries
 
-    print("| items | backend | build s | search µs/query (batch 256, k=10) | recall@10 |")
-    print("|---|---|---|---|---|")
+    print("| items | backend | build s | ef_search | search µs/query (batch 256, k=10) | recall@10 |")
+    print("|---|---|---|---|---|---|")
     for n in sizes:
         items, queries = synthetic(n)
         _, exact = exact_top_k(items, queries, 10)
         t = _per_call(lambda i=items, q=queries: exact_top_k(i, q, 10), seconds)
-        print(f"| {n:,} | exact (numpy) | - | {1e6 * t / BATCH:,.1f} | 1.000 |", flush=True)
+        print(f"| {n:,} | exact (numpy) | - | - | {1e6 * t / BATCH:,.1f} | 1.000 |", flush=True)
         for backend in backends:
             start = time.perf_counter()
             index = ItemIndex(items, backend=backend, threads=threads)
             build = time.perf_counter() - start
-            _, found = index.search(queries, 10)
-            t = _per_call(lambda ix=index, q=queries: ix.search(q, 10), seconds)
-            print(f"| {n:,} | {backend} | {build:.1f} | {1e6 * t / BATCH:,.1f} | "
-                  f"{recall_at(found, exact):.3f} |", flush=True)
+            for calibrated in (False, True):
+                if calibrated:  # on item-based queries, as the runtime does without exported user vectors
+                    index.calibrate(pseudo_queries(items), target=target)
+                _, found = index.search(queries, 10)
+                t = _per_call(lambda ix=index, q=queries: ix.search(q, 10), seconds)
+                name = f"{backend}{' calibrated' if calibrated else ''}"
+                print(f"| {n:,} | {name} | {build:.1f} | {index.ef_search} | {1e6 * t / BATCH:,.1f} | "
+                      f"{recall_at(found, exact):.3f} |", flush=True)
             del index
 
 
@@ -93,16 +100,20 @@ def build_artifact(out: Path, n_items: int, items: np.ndarray) -> Path:
     return out
 
 
-def runtime_sweep(sizes: list[int], seconds: float, threads: int, backend: str, exact_max: int) -> None:
+def runtime_sweep(sizes: list[int], seconds: float, threads: int, backend: str, exact_max: int,
+                  target: float) -> None:
     from stream_app.model.ann import ItemIndex, exact_top_k
     from stream_app.model.runtime import ModelRuntime
 
     print(f"| items | exact items.onnx: updates/s | ANN ({backend}): updates/s | index build s "
-          "| ANN recall@10 |")
-    print("|---|---|---|---|---|")
+          "| ef_search (calibration recall@10) | ANN recall@10 |")
+    print("|---|---|---|---|---|---|")
     L, n = 50, 75
     hist = [[(f"i{(u * 7919 + j * 104729) % 10_000}", f"c{j % 18}", j % 3, 1_000 * j) for j in range(n)]
             for u in range(BATCH)]
+    # other users' windows: their user vectors are the calibration queries (held out from the measured ones)
+    held_out = [[(f"i{(u * 6151 + j * 3571) % 10_000}", f"c{j % 18}", j % 3, 1_000 * j) for j in range(L)]
+                for u in range(BATCH)]
     first = [0] * BATCH
     windows = [h[n - L:n] for h in hist]
     for size in sizes:
@@ -118,6 +129,8 @@ def runtime_sweep(sizes: list[int], seconds: float, threads: int, backend: str, 
                     rates.append(float("nan"))
                     continue
                 rt = ModelRuntime(art, threads=threads, ann_threshold=size + 1, ann=ann)
+                if ann is not None:
+                    ann.calibrate(rt.update(held_out).user_vectors, target=target)
                 prev = rt.update([h[n - 1 - L:n - 1] for h in hist], [n - 1] * BATCH, first_ts=first)
                 slots = np.array([c.slot for c in prev.caches])
                 c1 = prev.caches[0].length
@@ -137,7 +150,8 @@ def runtime_sweep(sizes: list[int], seconds: float, threads: int, backend: str, 
                     found = np.array([[int(i[1:]) for i, _ in row] for row in out.top_items])
                     recall = recall_at(found, exact)
                 del rt
-        print(f"| {size:,} | {rates[0]:,.0f} | {rates[1]:,.0f} | {build:.1f} | {recall:.3f} |", flush=True)
+        print(f"| {size:,} | {rates[0]:,.0f} | {rates[1]:,.0f} | {build:.1f} | {index.ef_search} "
+              f"({index.recall:.3f}) | {recall:.3f} |", flush=True)
 
 
 def main() -> None:
@@ -148,15 +162,18 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runtime-backend", default="hnswlib")
+    ap.add_argument("--recall-target", type=float, default=0.95, help="of ItemIndex.calibrate")
     ap.add_argument("--exact-max", type=int, default=100_000,
                     help="largest catalog timed with the exact items.onnx (its cost grows with the catalog)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if sizes:
-        index_sweep(sizes, [b for b in args.backends.split(",") if b], args.seconds, args.threads)
+        index_sweep(sizes, [b for b in args.backends.split(",") if b], args.seconds, args.threads,
+                    args.recall_target)
     runtime_sizes = [int(s) for s in args.runtime_sizes.split(",") if s]
     if runtime_sizes:
-        runtime_sweep(runtime_sizes, args.seconds, args.threads, args.runtime_backend, args.exact_max)
+        runtime_sweep(runtime_sizes, args.seconds, args.threads, args.runtime_backend, args.exact_max,
+                      args.recall_target)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 
 from export.artifact import load_model, write_artifact
 from export.churn_warning import WARNING_PRECISION, calibrate_warning_threshold
-from export.evaluate import churn_logits, churn_note, evaluate
+from export.evaluate import churn_logits, churn_note, evaluate, model_hidden
 from export.model import InterestModel
 from export.onnx_export import chunk_parity, export_onnx, step_parity, top_k_of, window_parity
 from export.prepare import PreparedData, prepare
@@ -22,6 +22,7 @@ from stream_app.model.artifact import (
     CATEGORIES_FILE,
     ITEMS_FILE,
     SCHEMA_VERSION,
+    USER_VECTORS_FILE,
     read_metadata,
     write_metadata,
 )
@@ -68,7 +69,18 @@ def export_and_check(model: InterestModel, art_dir: Path, data: PreparedData) ->
     bad = {k: v for k, v in parity.items() if not v <= 1e-4}
     if bad:
         raise RuntimeError(f"ONNX export does not match PyTorch within 1e-4 (scaled): {bad}")
+    np.save(art_dir / USER_VECTORS_FILE, calibration_vectors(model, data))
     return parity
+
+
+def calibration_vectors(model: InterestModel, data: PreparedData, n: int = 256, seed: int = 0) -> np.ndarray:
+    """User vectors at held-out points (validation, else any): the queries an ANN index over this
+    model's items calibrates its search breadth on (stream_app/model/ann.py)."""
+    pts = np.nonzero(data.split.target_role == VALID)[0]
+    if len(pts) == 0:
+        pts = np.arange(data.table.n_events)
+    pts = np.sort(np.random.default_rng(seed).choice(pts, min(n, len(pts)), replace=False))
+    return model_hidden(model, data, pts)
 
 
 def _dataset_info(data: PreparedData) -> dict[str, object]:

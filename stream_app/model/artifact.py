@@ -3,7 +3,8 @@ serve it. The one definition both sides use: ``export/`` writes artifacts, the r
 
 ``<dir>/chunk.onnx`` (any number of new events per user appended to the cached keys/values; a full
 context is the chunk from position 0), ``items.onnx`` (exact item top-K from the user vectors) and
-``item_embeddings.npy`` (the item table, rows of an ANN index for large catalogs) are served;
+``item_embeddings.npy`` (the item table, rows of an ANN index for large catalogs) are served, with
+``user_vectors.npy`` (optional: user vectors of held-out points, the ANN index's calibration queries);
 ``window.onnx`` and ``step.onnx`` are the offline parity references; ``items.json``, ``categories.json``
 (vocabularies: the id of index ``i + 2``; 0 and 1 are PAD and UNKNOWN), ``model.pt`` (PyTorch
 weights and config, for re-export and evaluation; not needed to serve) and ``metadata.json``.
@@ -27,6 +28,7 @@ STEP_FILE = "step.onnx"
 CHUNK_FILE = "chunk.onnx"
 ITEMS_GRAPH_FILE = "items.onnx"
 EMBEDDINGS_FILE = "item_embeddings.npy"
+USER_VECTORS_FILE = "user_vectors.npy"  # optional: sample user vectors the ANN index calibrates on
 WEIGHTS_FILE = "model.pt"
 # The demo model shipped as package data (``interest-tracker build-demo-model`` writes it): trained on
 # the synthetic workload ``interest-tracker demo`` replays; served files only, no torch needed.

@@ -3,26 +3,36 @@ above it by an ANN index over the item embeddings (:mod:`stream_app.model.ann`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stream_app.model.ann import ItemIndex
-from stream_app.model.artifact import EMBEDDINGS_FILE, ArtifactError
+from stream_app.model.ann import ItemIndex, pseudo_queries
+from stream_app.model.artifact import EMBEDDINGS_FILE, USER_VECTORS_FILE, ArtifactError
 from stream_app.model.features import WindowEvent
+
+log = logging.getLogger(__name__)
 
 
 class ItemRanker:
     def __init__(self, items_session: Any, item_ids: list[str], top_k_max: int, window_length: int,
-                 art_dir: Path, ann: ItemIndex | None, ann_threshold: int, threads: int) -> None:
+                 art_dir: Path, ann: ItemIndex | None, ann_threshold: int, threads: int,
+                 ann_recall: float = 0.95) -> None:
         self.items_session, self.window_length = items_session, window_length
         self._item_ids = np.array(item_ids, dtype=object)
         self.top_k_max = top_k_max  # items the exact graph returns per answer
         self.ann = ann
         if self.ann is None and len(item_ids) - 2 > ann_threshold:
             self.ann = ItemIndex(np.load(art_dir / EMBEDDINGS_FILE)[2:], threads=threads)
+            sample = art_dir / USER_VECTORS_FILE
+            queries = np.load(sample) if sample.exists() else pseudo_queries(self.ann.emb)
+            recall = self.ann.calibrate(queries, target=ann_recall)
+            log.info("ANN index over %d items: ef_search %d, recall@10 %.3f on %d %s", self.ann.size,
+                     self.ann.ef_search, recall, len(queries),
+                     "exported user vectors" if sample.exists() else "item-based queries")
         if self.ann is not None:
             if self.ann.size != len(item_ids) - 2:
                 raise ArtifactError(f"model artifact {art_dir}: the ANN index has {self.ann.size} items, "

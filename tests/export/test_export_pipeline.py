@@ -17,6 +17,7 @@ from export.model import InterestModel, ranking_scores
 from export.prepare import PreparedData, prepare
 from export.splits import TEST, SplitSpec
 from stream_app.cli import main
+from stream_app.model.ann import exact_top_k
 from stream_app.model.artifact import read_metadata
 from stream_app.model.features import FeatureSpec, Vocab
 from stream_app.model.runtime import ModelRuntime
@@ -41,7 +42,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_train_writes_artifact_and_report(trained: tuple[Path, Path]) -> None:
     art, report_dir = trained
     for f in ("window.onnx", "step.onnx", "chunk.onnx", "items.onnx", "item_embeddings.npy", "items.json",
-              "categories.json", "model.pt", "metadata.json"):
+              "categories.json", "model.pt", "metadata.json", "user_vectors.npy"):
         assert (art / f).is_file(), f
     meta = read_metadata(art)
     assert meta["schema_version"] == 2 and meta["window_length"] == L
@@ -148,3 +149,19 @@ def test_category_rank_terms_agree_between_training_and_serving() -> None:
             assert torch.allclose(lp[:, t], served, atol=1e-5)
     idx = head._distinct_index(ids[:1], torch.tensor([[3]]))[0, 0]  # context 2 3 2 4
     assert idx.tolist() == [8, 2, 1, 0, 8, 8, 8, 8]
+
+
+def test_ann_index_calibrates_on_the_exported_user_vectors(trained: tuple[Path, Path]) -> None:
+    """The export writes held-out user vectors; a runtime ranking by ANN widens its search until its
+    recall@10 on them reaches the target, and keeps that recall on other users' vectors."""
+    art, _ = trained
+    vectors = np.load(art / "user_vectors.npy")
+    assert vectors.shape == (256, 16) and np.isfinite(vectors).all()
+    rt = ModelRuntime(art, ann_threshold=0, threads=1)
+    assert rt.ann is not None and rt.ann.recall is not None and rt.ann.recall >= 0.95
+    data = _prepared(art)
+    hists = [h for h in data.table.histories if len(h) >= 3][:64]
+    out = rt.update([h[-L:] for h in hists], [len(h) for h in hists], first_ts=[h[0][3] for h in hists])
+    _, exact = exact_top_k(np.load(art / "item_embeddings.npy")[2:], out.user_vectors, 10)
+    found = [{rt.items.lookup(i) - 2 for i, _ in row} for row in out.top_items]
+    assert np.mean([len(f & set(e)) / 10 for f, e in zip(found, exact.tolist(), strict=True)]) >= 0.9

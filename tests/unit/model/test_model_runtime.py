@@ -249,3 +249,24 @@ def test_item_index_backends(backend: str) -> None:
     _, want = exact_top_k(emb, q, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), want.tolist(), strict=True)])
     assert recall >= 0.95 and (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def _recall(index: ItemIndex, emb: np.ndarray, q: np.ndarray) -> float:
+    found, want = index.search(q, 10)[1], exact_top_k(emb, q, 10)[1]
+    pairs = zip(found.tolist(), want.tolist(), strict=True)
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in pairs]))
+
+
+def test_item_index_calibration_widens_the_search_to_the_recall_target() -> None:
+    """A sparse graph searched narrowly misses neighbours of queries away from the items; calibration
+    doubles ef_search until recall@10 on its sample reaches the target, and other queries of the same
+    kind then get about that recall too."""
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(20_000, 16)).astype(np.float32)
+    sample, held_out = rng.normal(size=(2, 200, 16)).astype(np.float32)
+    index = ItemIndex(emb, m=4, ef_construction=16, ef_search=10, threads=1)
+    before = _recall(index, emb, held_out)
+    assert before < 0.8
+    assert index.calibrate(sample, target=0.95) >= 0.95 and index.ef_search > 10
+    assert _recall(index, emb, held_out) >= 0.9
+    assert ItemIndex(emb, backend="exact").calibrate(sample) == 1.0
