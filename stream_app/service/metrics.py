@@ -56,6 +56,10 @@ MODEL_CACHE_BYTES = Gauge(
     "tracker_model_cache_bytes", "Memory held by the model's cached keys/values (the KV pool)"
 )
 
+MODEL_ANN_RECALL = Gauge(
+    "tracker_model_ann_recall", "Recall@10 of the model's ANN item ranking, measured at load on the "
+    "artifact's held-out user vectors (1: ranked exactly)"
+)
 MODEL_INFO = Gauge("tracker_model_info", "The recommender in service (1), by name and version",
                    ["name", "version"])
 MODEL_RELOADS = Counter(

@@ -179,5 +179,6 @@ def test_worker_hot_reloads_a_new_model_version_and_refuses_a_bad_one(
     assert metrics[("tracker_model_reloads_total", (("outcome", "loaded"),))] == 1
     assert metrics[("tracker_model_info", (("name", "attention"), ("version", "reload-v2")))] == 1
     assert ("tracker_model_info", (("name", "attention"), ("version", "reload-v1"))) not in metrics
+    assert metrics[("tracker_model_ann_recall", ())] == 1  # a small catalog: ranked exactly
     log = worker.log()
     assert "model version v3 refused, still serving v2" in log and "schema version 99" in log
