@@ -11,7 +11,7 @@ scores). Scores returned are the exact inner products of the items found.
 An HNSW graph's recall at a given search breadth (``ef_search``) falls as the catalog grows and as the
 queries stray from where the items lie (at 1M items, ef 160: 0.94 for queries near item clusters,
 0.66 for an untrained model's user vectors). So :meth:`ItemIndex.calibrate` measures recall@k on sample
-queries against the exact top-k and doubles the breadth until it reaches a target: the artifact's
+queries against the exact top-k and widens the breadth until it reaches a target: the artifact's
 ``user_vectors.npy`` (user vectors at held-out points, written by the export) or, without it, sums of
 three item rows (:func:`pseudo_queries`).
 """

@@ -15,12 +15,12 @@ from stream_app.model.artifact import EMBEDDINGS_FILE, USER_VECTORS_FILE, Artifa
 from stream_app.model.features import WindowEvent
 
 log = logging.getLogger(__name__)
+ANN_RECALL_TARGET = 0.95  # recall@10 an ANN index built here is calibrated for (ItemIndex.calibrate)
 
 
 class ItemRanker:
     def __init__(self, items_session: Any, item_ids: list[str], top_k_max: int, window_length: int,
-                 art_dir: Path, ann: ItemIndex | None, ann_threshold: int, threads: int,
-                 ann_recall: float = 0.95) -> None:
+                 art_dir: Path, ann: ItemIndex | None, ann_threshold: int, threads: int) -> None:
         self.items_session, self.window_length = items_session, window_length
         self._item_ids = np.array(item_ids, dtype=object)
         self.top_k_max = top_k_max  # items the exact graph returns per answer
@@ -29,7 +29,7 @@ class ItemRanker:
             self.ann = ItemIndex(np.load(art_dir / EMBEDDINGS_FILE)[2:], threads=threads)
             sample = art_dir / USER_VECTORS_FILE
             queries = np.load(sample) if sample.exists() else pseudo_queries(self.ann.emb)
-            recall = self.ann.calibrate(queries, target=ann_recall)
+            recall = self.ann.calibrate(queries, target=ANN_RECALL_TARGET)
             log.info("ANN index over %d items: ef_search %d, recall@10 %.3f on %d %s", self.ann.size,
                      self.ann.ef_search, recall, len(queries),
                      "exported user vectors" if sample.exists() else "item-based queries")
