@@ -34,23 +34,32 @@ def _user_errors() -> Iterator[None]:
 @settings_options
 def broker(settings: Settings) -> None:
     """Run the embedded Kafka-compatible broker and create the tracker's topics."""
-    import time
+    import threading
 
     from stream_app.kafka.embedded import running_broker
 
-    # SIGTERM (kill, systemd, a supervisor) and SIGHUP stop the broker as Ctrl-C does: the `with`
-    # below then stops the Tansu child instead of leaving it running without a parent.
+    # While starting, SIGTERM (kill, systemd, a supervisor) and SIGHUP stop the broker as Ctrl-C
+    # does: the `with` below then stops the Tansu child instead of leaving it running without a
+    # parent. Once it runs, the three only set a flag: an exception raised between two bytecodes of
+    # Popen.poll can leave the Popen's wait lock held, and the kill that follows then waits for
+    # ever (seen once in CI: SIGINT right after the start line, the command hung for 120 s).
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
+    stop = threading.Event()
     try:
         with _user_errors(), running_broker(settings) as b:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, lambda *_: stop.set())
             click.echo(f"embedded broker listening on {b.url} (pid {b.pid}); topics created; "
                        "Ctrl-C or SIGTERM to stop")
-            while b.proc and b.proc.poll() is None:
-                time.sleep(1)
-            raise click.ClickException(f"the embedded broker exited with code {b.proc and b.proc.returncode}")
+            while not stop.wait(1) and b.proc and b.proc.poll() is None:
+                pass
+            if not stop.is_set():
+                raise click.ClickException(
+                    f"the embedded broker exited with code {b.proc and b.proc.returncode}")
     except KeyboardInterrupt:
-        click.echo("embedded broker stopped")
+        pass
+    click.echo("embedded broker stopped")
 
 
 @main.command()
