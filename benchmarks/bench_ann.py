@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stream_app.model.ann import recall_at
+
 D = 64
 BATCH = 256
 
@@ -40,11 +42,6 @@ def synthetic(n: int, d: int = D, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     mix = centers[rng.integers(0, n_clusters, (BATCH, 3))].sum(1)
     queries = mix + 0.5 * rng.normal(size=(BATCH, d)).astype(np.float32)
     return items * 0.1, queries.astype(np.float32)
-
-
-def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / exact.shape[1]
-                          for a, b in zip(found.tolist(), exact.tolist(), strict=True)]))
 
 
 def _per_call(fn, seconds: float) -> float:  # noqa: ANN001

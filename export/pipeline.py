@@ -35,11 +35,7 @@ PARITY_USERS = 256
 def parity_windows(data: PreparedData, n: int = PARITY_USERS, seed: int = 0):  # noqa: ANN201
     """Real windows for the parity checks: the test points' contexts (or any points when there are
     none), and for those whose context grew by one event, the windows before and after it."""
-    rng = np.random.default_rng(seed)
-    pts = np.nonzero(data.split.target_role == TEST)[0]
-    if len(pts) == 0:
-        pts = np.arange(data.table.n_events)
-    pts = np.sort(rng.choice(pts, min(n, len(pts)), replace=False))
+    pts = sample_points(data, TEST, n, seed)
     user = data.table.user_of()
     L = data.spec.window_length
     wins, counts, first = [], [], []
@@ -76,11 +72,15 @@ def export_and_check(model: InterestModel, art_dir: Path, data: PreparedData) ->
 def calibration_vectors(model: InterestModel, data: PreparedData, n: int = 256, seed: int = 0) -> np.ndarray:
     """User vectors at held-out points (validation, else any): the queries an ANN index over this
     model's items calibrates its search breadth on (stream_app/model/ann.py)."""
-    pts = np.nonzero(data.split.target_role == VALID)[0]
+    return model_hidden(model, data, sample_points(data, VALID, n, seed))
+
+
+def sample_points(data: PreparedData, role: int, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` target points of ``role`` (any points when the split has none), in order."""
+    pts = np.nonzero(data.split.target_role == role)[0]
     if len(pts) == 0:
         pts = np.arange(data.table.n_events)
-    pts = np.sort(np.random.default_rng(seed).choice(pts, min(n, len(pts)), replace=False))
-    return model_hidden(model, data, pts)
+    return np.sort(np.random.default_rng(seed).choice(pts, min(n, len(pts)), replace=False))
 
 
 def _dataset_info(data: PreparedData) -> dict[str, object]:

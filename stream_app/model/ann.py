@@ -75,20 +75,18 @@ class ItemIndex:
         rows = max(1, 2**27 // (4 * self.size))  # queries per exact pass: a score block of 128 MB at most
         exact = np.vstack([exact_top_k(self.emb, q[i:i + rows], k)[1] for i in range(0, len(q), rows)])
 
-        def recall_at(ef: int) -> float:
+        def recall_with(ef: int) -> float:
             self.ef_search = ef
-            found = self.search(q, k)[1]
-            return sum(len(set(a) & set(b)) for a, b in zip(found.tolist(), exact.tolist(), strict=True)
-                       ) / exact.size
+            return recall_at(self.search(q, k)[1], exact)
 
         lo, hi = 0, self.ef_search
-        reached = recall_at(hi)
+        reached = recall_with(hi)
         while reached < target and hi < max_ef and self.backend != "exact":
             lo, hi = hi, min(2 * hi, max_ef)
-            reached = recall_at(hi)
+            reached = recall_with(hi)
         for _ in range(3 if lo and reached >= target else 0):
             mid = (lo + hi) // 2
-            if (r := recall_at(mid)) >= target:
+            if (r := recall_with(mid)) >= target:
                 hi, reached = mid, r
             else:
                 lo = mid
@@ -116,6 +114,12 @@ class ItemIndex:
         scores = np.einsum("qd,qkd->qk", q, self.emb[ids])  # exact inner products of the found rows
         order = np.argsort(-scores, axis=1, kind="stable")
         return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
+    """Recall@k of ``found`` (Q, k) row indices against the ``exact`` (Q, k) top-k."""
+    pairs = zip(found.tolist(), exact.tolist(), strict=True)
+    return sum(len(set(a) & set(b)) for a, b in pairs) / exact.size
 
 
 def pseudo_queries(emb: np.ndarray, n: int = 256, seed: int = 0) -> np.ndarray:

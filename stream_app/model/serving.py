@@ -42,6 +42,12 @@ class ModelRecommender:
         """Memory held by the cached keys/values (the runtime's KV pool)."""
         return self.runtime.pool.nbytes
 
+    @property
+    def ranking_recall(self) -> float:
+        """Recall@10 of the item ranking, measured at load: the ANN index's, or 1 (exact)."""
+        ann = self.runtime.ann
+        return 1.0 if ann is None or ann.recall is None else ann.recall
+
     def forget(self, user: bytes) -> None:
         cache = self._caches.pop(user, None)
         if cache is not None:

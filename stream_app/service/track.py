@@ -73,8 +73,7 @@ class Tracker:
         info = {"name": recommender.name, "version": recommender.version}
         metrics.MODEL_INFO.clear()
         metrics.MODEL_INFO.labels(info["name"], info["version"]).set(1)
-        ann = getattr(getattr(recommender, "runtime", None), "ann", None)
-        metrics.MODEL_ANN_RECALL.set(1.0 if ann is None or ann.recall is None else ann.recall)
+        metrics.MODEL_ANN_RECALL.set(getattr(recommender, "ranking_recall", 1.0))  # the model's ANN index
         return info
 
     async def reload_model(self) -> None:

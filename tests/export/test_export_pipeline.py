@@ -17,7 +17,7 @@ from export.model import InterestModel, ranking_scores
 from export.prepare import PreparedData, prepare
 from export.splits import TEST, SplitSpec
 from stream_app.cli import main
-from stream_app.model.ann import exact_top_k
+from stream_app.model.ann import exact_top_k, recall_at
 from stream_app.model.artifact import read_metadata
 from stream_app.model.features import FeatureSpec, Vocab
 from stream_app.model.runtime import ModelRuntime
@@ -163,5 +163,5 @@ def test_ann_index_calibrates_on_the_exported_user_vectors(trained: tuple[Path, 
     hists = [h for h in data.table.histories if len(h) >= 3][:64]
     out = rt.update([h[-L:] for h in hists], [len(h) for h in hists], first_ts=[h[0][3] for h in hists])
     _, exact = exact_top_k(np.load(art / "item_embeddings.npy")[2:], out.user_vectors, 10)
-    found = [{rt.items.lookup(i) - 2 for i, _ in row} for row in out.top_items]
-    assert np.mean([len(f & set(e)) / 10 for f, e in zip(found, exact.tolist(), strict=True)]) >= 0.9
+    found = np.array([[rt.items.lookup(i) - 2 for i, _ in row] for row in out.top_items])
+    assert recall_at(found, exact) >= 0.9

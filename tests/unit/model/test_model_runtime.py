@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from export.prepare import PreparedData
-from stream_app.model.ann import ItemIndex, exact_top_k
+from stream_app.model.ann import ItemIndex, exact_top_k, recall_at
 from stream_app.model.answers import Predictions
 from stream_app.model.artifact import ArtifactError
 from stream_app.model.features import (
@@ -247,14 +247,11 @@ def test_item_index_backends(backend: str) -> None:
     index = ItemIndex(emb, backend=backend)
     scores, ids = index.search(q, 10)
     _, want = exact_top_k(emb, q, 10)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), want.tolist(), strict=True)])
-    assert recall >= 0.95 and (np.diff(scores, axis=1) <= 1e-6).all()
+    assert recall_at(ids, want) >= 0.95 and (np.diff(scores, axis=1) <= 1e-6).all()
 
 
 def _recall(index: ItemIndex, emb: np.ndarray, q: np.ndarray) -> float:
-    found, want = index.search(q, 10)[1], exact_top_k(emb, q, 10)[1]
-    pairs = zip(found.tolist(), want.tolist(), strict=True)
-    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in pairs]))
+    return recall_at(index.search(q, 10)[1], exact_top_k(emb, q, 10)[1])
 
 
 def test_item_index_calibration_widens_the_search_to_the_recall_target() -> None:
