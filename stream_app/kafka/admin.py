@@ -7,11 +7,12 @@ import contextlib
 import logging
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream_app.core.config import Settings
 from stream_app.kafka.clients import make_consumer
@@ -60,6 +61,25 @@ async def _poll_until_ready(url: str, deadline: float, proc: subprocess.Popen[by
 EVENT_TIME_TOPIC_CONFIG = {"retention.ms": "-1"}
 
 
+T = TypeVar("T")
+
+
+async def retried(call: Callable[[], Awaitable[T]], timeout_s: float = 60.0) -> T:
+    """``call()``, again while it fails with a retriable Kafka error, for up to ``timeout_s``.
+
+    aiokafka's admin client sends most requests to a random broker of its metadata: while one
+    broker of a cluster is down (until the controller fences it, about 10 s on Kafka 4.x) a
+    request can go to it and fail with NodeNotReadyError although the cluster would answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def create_topics(
     settings: Settings, topics: Iterable[str], partitions: int | None = None,
     event_time_stamped: Iterable[str] = (),
@@ -72,7 +92,7 @@ async def create_topics(
     )
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
+        existing = set(await retried(admin.list_topics))
         new = [
             NewTopic(t, partitions or settings.partitions, settings.replication_factor,
                      topic_configs=EVENT_TIME_TOPIC_CONFIG if t in keep else None)
@@ -81,7 +101,7 @@ async def create_topics(
         ]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
+                await retried(lambda: admin.create_topics(new))
         return [t.name for t in new]
     finally:
         await admin.close()
@@ -101,9 +121,9 @@ async def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[st
     try:
         # only existing topics are described: a metadata request naming a topic lets the broker
         # auto-create it (aiokafka asks with allow_auto_topic_creation=True)
-        existing = set(await admin.list_topics())
+        existing = set(await retried(admin.list_topics))
         wanted = [t for t in wanted if t in existing]
-        described = await admin.describe_topics(wanted) if wanted else []
+        described = await retried(lambda: admin.describe_topics(wanted)) if wanted else []
     finally:
         await admin.close()
     return {
