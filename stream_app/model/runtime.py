@@ -76,8 +76,8 @@ class ModelRuntime:
         opts.inter_op_num_threads = 1
         try:
             self.chunk_session = ort.InferenceSession(str(self.path / CHUNK_FILE), opts, providers=[provider])
-            self.items_session = ort.InferenceSession(str(self.path / ITEMS_GRAPH_FILE), opts,
-                                                      providers=[provider])
+            self.items_session = ort.InferenceSession(
+                str(self.path / ITEMS_GRAPH_FILE), _items_options(ort, opts, provider), providers=[provider])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ArtifactError(f"model artifact {self.path}: ONNX Runtime cannot load it: {exc}") from exc
         m = self.metadata["model"]
@@ -322,3 +322,15 @@ class ModelRuntime:
     def top_categories(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` strongest category interests of one user's distribution (PAD and UNKNOWN never)."""
         return top_categories(probs, self.categories.ids, k)
+
+
+def _items_options(ort: Any, opts: Any, provider: str) -> Any:
+    """The item ranking's session options: one thread on CPU. Its kernels (a GEMM over the catalog,
+    TopK, a scatter) are too small per call for a second thread to pay for its synchronisation: 1
+    thread ran it 1.8-1.9x faster than 2 at batch 64 and 256 (3,268 items, docs/model.md)."""
+    if provider != "CPUExecutionProvider":
+        return opts
+    one = ort.SessionOptions()
+    one.intra_op_num_threads = 1
+    one.inter_op_num_threads = 1
+    return one
