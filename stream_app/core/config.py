@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     model_cache_users: int = Field(
         10_000, ge=0, description="users whose cached keys/values the worker keeps in memory"
     )
+    model_threads: int = Field(
+        1, ge=1, le=64, description="ONNX Runtime threads of the model's graph in a worker (the "
+        "item ranking uses 1 on CPU): the worker's own threads (the event loop, the Kafka "
+        "consumer's) and a local broker need the other cores; raise it on a dedicated many-core host",
+    )
     catalog_path: Path | None = Field(
         None, description="item catalog (item, category, popularity) for the baseline"
     )

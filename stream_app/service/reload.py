@@ -31,7 +31,7 @@ def load_model(path: Path, settings: Settings) -> ModelRecommender:
     from stream_app.model.runtime import ModelRuntime
     from stream_app.model.serving import ModelRecommender
 
-    runtime = ModelRuntime(path, window_length=settings.window_length)
+    runtime = ModelRuntime(path, window_length=settings.window_length, threads=settings.model_threads)
     return ModelRecommender(runtime, settings.recommendations_k, settings.model_cache_users)
 
 
