@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from export.prepare import PreparedData
+from stream_app.core.config import Settings
 from stream_app.model.ann import ItemIndex, exact_top_k, recall_at
 from stream_app.model.answers import Predictions
 from stream_app.model.artifact import ArtifactError
@@ -23,6 +24,7 @@ from stream_app.model.features import (
 from stream_app.model.kv_cache import KVCache
 from stream_app.model.providers import cuda_usable
 from stream_app.model.runtime import ModelRuntime
+from stream_app.service.reload import load_model
 from tests.unit.model.conftest import L
 
 
@@ -211,6 +213,16 @@ def test_appended_features_equal_the_window_encoding(data: PreparedData, artifac
                                   np.array(first), rt.spec)
             for name, v in got.items():
                 np.testing.assert_array_equal(v, enc.features[name][:, c - m:c], err_msg=f"{name} {n} {m}")
+
+
+def test_thread_counts_of_the_sessions(artifact: Path) -> None:
+    """The model graph gets the threads asked for (a worker: TRACKER_MODEL_THREADS); the item ranking
+    one on CPU (docs/model.md)."""
+    rt = ModelRuntime(artifact, window_length=L, threads=2)
+    assert rt.chunk_session.get_session_options().intra_op_num_threads == 2
+    assert rt.items_session.get_session_options().intra_op_num_threads == 1
+    worker_model = load_model(artifact, Settings(window_length=L, model_threads=3))  # the worker's way
+    assert worker_model.runtime.chunk_session.get_session_options().intra_op_num_threads == 3
 
 
 def test_top_categories_is_a_partial_sort(artifact: Path) -> None:
