@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     broker_profile: Literal["embedded", "kafka"] = Field(
         "embedded",
         description="'embedded' works around the embedded broker's end-offset bug "
-        "(one record per producer batch, see README); 'kafka' for Apache Kafka.",
+        "(table recovery fetches the changelogs' true ends, see README); 'kafka' for Apache Kafka.",
     )
     broker_connect_timeout_s: float = Field(
         15.0, gt=0, description="how long a starting worker waits for the brokers to answer "

@@ -86,14 +86,7 @@ def make_faust_app(settings: Settings) -> faust.App:
             raise StartupError("TRACKER_PROCESSING_GUARANTEE=exactly_once needs Apache Kafka "
                                "(TRACKER_BROKER_PROFILE=kafka): the embedded broker has no transactions")
         conf["processing_guarantee"] = "exactly_once"
-        compat.committed_highwaters()  # else a hand-over between workers crashes recovery
-    if settings.broker_profile == "embedded":
-        # The embedded broker answers ListOffsets(latest) with the base offset of the last
-        # record batch + 1; Faust reads changelogs up to that mark on recovery, so with batched
-        # records it would lose updates. One record per batch keeps the end offsets right. Faust's
-        # producer then carries only changelog records: the rest goes through RecordSender.
-        conf["producer_max_batch_size"] = 1
-    else:
+    if settings.broker_profile != "embedded":
         conf["producer_acks"] = -1  # acks=all (+ idempotence below): no loss on a leader failover
     app = faust.App(settings.app_id, **conf)
     # else a restart with state to recover can lose events (each says how)
@@ -101,6 +94,9 @@ def make_faust_app(settings: Settings) -> faust.App:
     compat.fetch_what_is_active()
     compat.seek_uncommitted_to_start()
     compat.note_handed_records()  # the event-time merge waits for records already fetched
+    # else a hand-over crashes exactly-once recovery, and the embedded broker's understated end
+    # offsets make recovery stop short of a batched changelog's end
+    compat.fetched_highwaters(app, embedded=settings.broker_profile == "embedded")
     if settings.broker_profile == "kafka":
         compat.idempotent_producer(app)
     return app

@@ -362,25 +362,37 @@ def commit_under(app: faust.App, lock: asyncio.Lock) -> None:
     consumer._commit_tps = _commit_tps  # type: ignore[attr-defined]
 
 
-def committed_highwaters() -> None:
-    """Exactly once: let Faust's table recovery ask the brokers for the changelogs' end offsets.
+def fetched_highwaters(app: faust.App, *, embedded: bool) -> None:
+    """Faust's table recovery reads each changelog partition up to a highwater
+    (``AIOKafkaConsumerThread._highwaters``, faust/transport/drivers/aiokafka.py); this asks the
+    brokers for it every time, and on the embedded broker corrects their answer.
 
-    Under ``processing_guarantee="exactly_once"`` faust-streaming 0.15.3 takes the highwaters that
-    recovery reads up to from aiokafka's ``last_stable_offset(tp)`` (``AIOKafkaConsumerThread.
-    _highwaters``, faust/transport/drivers/aiokafka.py), a value cached from the consumer's last
-    fetch of that partition: ``None`` for a partition it has not fetched since it was assigned,
-    e.g. a changelog partition handed over by another worker. Recovery then compares its persisted
-    offset with -1 and crashes the worker (``ConsistencyError: The persisted offset ... is higher
-    than the last offset in that topic (highwater) (6 > -1)``, seen with two workers).
-    ``end_offsets`` sends ListOffsets with the consumer's isolation level, so a read_committed
-    consumer gets the last stable offset from the broker: the same value, fetched. Installed
-    once per process, before the app starts."""
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    - Exactly once: faust-streaming 0.15.3 takes the highwater from aiokafka's
+      ``last_stable_offset(tp)``, a value cached from the consumer's last fetch of that partition:
+      ``None`` for a partition it has not fetched since it was assigned, e.g. a changelog partition
+      handed over by another worker. Recovery then compares its persisted offset with -1 and
+      crashes the worker (``ConsistencyError: The persisted offset ... is higher than the last
+      offset in that topic (highwater) (6 > -1)``, seen with two workers). ``end_offsets`` sends
+      ListOffsets with the consumer's isolation level, so a read_committed consumer gets the last
+      stable offset from the broker: the same value, fetched.
+    - ``embedded``: the embedded broker understates end offsets when a producer batches records
+      (:func:`stream_app.kafka.embedded.true_end_offsets`), so a table rebuilt from a batched
+      changelog would miss the updates of its last batch; the true ends are fetched instead.
 
+    The replacement is installed once per process; ``embedded`` is kept per app."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, server_list
+
+    from stream_app.kafka.embedded import true_end_offsets
+
+    app._tracker_true_ends = embedded  # type: ignore[attr-defined]
     if _patched(AIOKafkaConsumerThread, "_highwaters"):
         return
 
     async def _highwaters(self: Any, partitions: list[TP]) -> Any:
-        return await self._ensure_consumer().end_offsets(partitions)
+        reported = await self._ensure_consumer().end_offsets(partitions)
+        if not getattr(self.app, "_tracker_true_ends", False):
+            return reported
+        servers = server_list(self.transport.url, self.transport.default_port)
+        return await true_end_offsets(servers, reported)
 
     _patch(AIOKafkaConsumerThread, "_highwaters", _highwaters)

@@ -80,9 +80,11 @@ def test_faust_new_offset_stops_short_of_the_acknowledged_offsets_after_a_gap() 
 
 
 def test_recovery_highwaters_are_fetched_not_cached() -> None:
-    """compat.committed_highwaters: Faust's recovery asks the brokers (ListOffsets, with the
+    """compat.fetched_highwaters: Faust's recovery asks the brokers (ListOffsets, with the
     consumer's read_committed isolation) instead of aiokafka's cached last_stable_offset, which is
-    None for a changelog partition not fetched since a hand-over (ConsistencyError, 6 > -1)."""
+    None for a changelog partition not fetched since a hand-over (ConsistencyError, 6 > -1). An
+    app on Apache Kafka keeps the brokers' answer (the embedded broker's correction is tested on a
+    real one: tests/integration/kafka/test_embedded_end_offsets.py)."""
     import asyncio
     from types import SimpleNamespace
 
@@ -91,15 +93,16 @@ def test_recovery_highwaters_are_fetched_not_cached() -> None:
 
     original = AIOKafkaConsumerThread._highwaters
     try:
-        compat.committed_highwaters()
-        compat.committed_highwaters()  # once per process
+        app: Any = SimpleNamespace()
+        compat.fetched_highwaters(app, embedded=False)
+        compat.fetched_highwaters(app, embedded=False)  # once per process
         tp = TP("user-state-changelog", 0)
 
         async def end_offsets(partitions: list[TP]) -> dict[TP, int]:
             return dict.fromkeys(partitions, 7)
 
         aiokafka = SimpleNamespace(end_offsets=end_offsets, last_stable_offset=lambda tp: None)
-        thread: Any = SimpleNamespace(_ensure_consumer=lambda: aiokafka,
+        thread: Any = SimpleNamespace(_ensure_consumer=lambda: aiokafka, app=app,
                                       consumer=SimpleNamespace(in_transaction=True))
         assert asyncio.run(AIOKafkaConsumerThread._highwaters(thread, [tp])) == {tp: 7}
     finally:
