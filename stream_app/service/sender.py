@@ -1,7 +1,6 @@
 """The service's own batching producer for repartitioned events and outputs.
 
-Faust's producer carries only the state table's changelog (on the embedded broker it is set to one
-record per batch, see :mod:`stream_app.service.app`); everything else goes through here.
+Faust's producer carries only the state table's changelog; everything else goes through here.
 
 The delivery rule, the same in both agents: an input record is acknowledged only after the broker
 acknowledged every record it produced (:meth:`Outputs.send`), so offsets are never committed ahead
