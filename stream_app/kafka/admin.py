@@ -7,10 +7,10 @@ import contextlib
 import logging
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -148,9 +148,42 @@ async def group_lag(settings: Settings, topics: Iterable[str]) -> int:
     await admin.start()
     try:
         ends = await consumer.end_offsets(tps)
+        if settings.broker_profile == "embedded":
+            ends = await true_end_offsets(settings.bootstrap_servers(), ends)
         committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
     finally:
         await admin.close()
         await consumer.stop()
     done = {tp: meta.offset for tp, meta in committed.items() if meta is not None and meta.offset >= 0}
     return sum(max(0, end - done.get(tp, 0)) for tp, end in ends.items())
+
+
+async def true_end_offsets(bootstrap_servers: list[str], reported: Mapping[TopicPartition, int],
+                           timeout_s: float = 60) -> dict[TopicPartition, int]:
+    """Each partition's end offset (last offset + 1) from the embedded broker's ``reported`` ones.
+
+    Tansu answers ListOffsets(latest) with the base offset of a partition's last record batch + 1,
+    not its last offset + 1 (GUIDE: 1,000 records in one batch give 1). A fetch from that base
+    offset returns the whole batch (and any written since), so its last record's offset + 1 is the
+    end. Partitions reported empty (0) stay 0."""
+    ends = dict(reported)
+    pending = {tp: end for tp, end in reported.items() if end > 0}
+    if not pending:
+        return ends
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(list(pending))
+        for tp, end in pending.items():
+            consumer.seek(tp, end - 1)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while pending:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no record at the reported end - 1 of {sorted(pending)}")
+            for tp, records in (await consumer.getmany(*pending, timeout_ms=500)).items():
+                if records:
+                    ends[tp] = max(records[-1].offset + 1, pending.pop(tp))
+    finally:
+        await consumer.stop()
+    return ends

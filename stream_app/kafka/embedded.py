@@ -11,11 +11,8 @@ import contextlib
 import logging
 import socket
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-
-from aiokafka import AIOKafkaConsumer
-from aiokafka import TopicPartition as TP
 
 from stream_app.core.config import Settings
 from stream_app.kafka.admin import create_topics, wait_until_ready
@@ -113,33 +110,3 @@ def running_broker(settings: Settings, log_path: Path | None = None) -> Iterator
         asyncio.run(create_topics(settings, settings.topics_to_create()))
         yield broker
 
-
-async def true_end_offsets(bootstrap_servers: list[str], reported: Mapping[TP, int],
-                           timeout_s: float = 60) -> dict[TP, int]:
-    """Each partition's end offset (last offset + 1) from the embedded broker's ``reported`` ones.
-
-    Tansu answers ListOffsets(latest) with the base offset of a partition's last record batch + 1,
-    not its last offset + 1 (GUIDE: 1,000 records in one batch give 1). A fetch from that base
-    offset returns the whole batch (and any written since), so its last record's offset + 1 is the
-    end. Partitions reported empty (0) stay 0."""
-    ends = dict(reported)
-    pending = {tp: end for tp, end in reported.items() if end > 0}
-    if not pending:
-        return ends
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                                group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign(list(pending))
-        for tp, end in pending.items():
-            consumer.seek(tp, end - 1)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while pending:
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"no record at the reported end - 1 of {sorted(pending)}")
-            for tp, records in (await consumer.getmany(*pending, timeout_ms=500)).items():
-                if records:
-                    ends[tp] = max(records[-1].offset + 1, pending.pop(tp))
-    finally:
-        await consumer.stop()
-    return ends

@@ -376,13 +376,13 @@ def fetched_highwaters(app: faust.App, *, embedded: bool) -> None:
       ListOffsets with the consumer's isolation level, so a read_committed consumer gets the last
       stable offset from the broker: the same value, fetched.
     - ``embedded``: the embedded broker understates end offsets when a producer batches records
-      (:func:`stream_app.kafka.embedded.true_end_offsets`), so a table rebuilt from a batched
+      (:func:`stream_app.kafka.admin.true_end_offsets`), so a table rebuilt from a batched
       changelog would miss the updates of its last batch; the true ends are fetched instead.
 
     The replacement is installed once per process; ``embedded`` is kept per app."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, server_list
 
-    from stream_app.kafka.embedded import true_end_offsets
+    from stream_app.kafka.admin import true_end_offsets
 
     app._tracker_true_ends = embedded  # type: ignore[attr-defined]
     if _patched(AIOKafkaConsumerThread, "_highwaters"):

@@ -1,6 +1,7 @@
 """The embedded broker's end offsets: what ListOffsets reports for batched records, and the true ends
-that Faust's table recovery reads to on that broker (``compat.fetched_highwaters``). A real Tansu
-process; the tables rebuilt from batched changelogs are checked by the kill -9 tests."""
+that Faust's table recovery reads to on that broker (``compat.fetched_highwaters``) and that
+``admin.group_lag`` counts from. A real Tansu process; the tables rebuilt from batched changelogs
+are checked by the kill -9 tests."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_app.core.config import Settings
-from stream_app.kafka.admin import create_topics
-from stream_app.kafka.embedded import true_end_offsets
+from stream_app.kafka.admin import create_topics, group_lag, true_end_offsets
 
 
 async def _produce(url: str, topic: str) -> None:
@@ -39,7 +39,8 @@ async def _ends(url: str, tps: list[TopicPartition]) -> tuple[dict[TopicPartitio
 
 def test_true_end_offsets_of_batched_records(tansu_url: str, unique_id: str) -> None:
     topic = f"{unique_id}-ends"
-    asyncio.run(create_topics(Settings(broker_url=tansu_url), [topic], partitions=3))
+    settings = Settings(broker_url=tansu_url, app_id=f"{unique_id}-group")
+    asyncio.run(create_topics(settings, [topic], partitions=3))
     asyncio.run(_produce(tansu_url, topic))
     tps = [TopicPartition(topic, p) for p in range(3)]
     reported, true = asyncio.run(_ends(tansu_url, tps))
@@ -48,3 +49,5 @@ def test_true_end_offsets_of_batched_records(tansu_url: str, unique_id: str) -> 
     assert reported[tps[0]] < 1_000
     assert reported[tps[1]] == 3 and reported[tps[2]] == 0
     assert true == {tps[0]: 1_000, tps[1]: 3, tps[2]: 0}
+    # a group that has committed nothing lags by every record, not by the reported ends
+    assert asyncio.run(group_lag(settings, [topic])) == 1_003
