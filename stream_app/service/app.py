@@ -152,9 +152,8 @@ def build_app(settings: Settings) -> TrackerApp:
     async def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[EventT]]:
         """Micro-batches of ``stream``, once the output producer runs."""
         await sender.start()
-        # take_events is on faust.Stream, not on the StreamT interface (faust-streaming 0.15.3)
-        async for batch in stream.take_events(  # type: ignore[attr-defined]
-                settings.batch_max, settings.batch_within_s):
+        async for batch in compat.take_batches(stream, settings.batch_max, settings.batch_within_s,
+                                               settings.batch_quiet_s):
             yield batch
 
     @app.agent(inputs, name="ingest")

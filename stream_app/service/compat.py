@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import faust
@@ -396,3 +396,72 @@ def fetched_highwaters(app: faust.App, *, embedded: bool) -> None:
         return await true_end_offsets(servers, reported)
 
     _patch(AIOKafkaConsumerThread, "_highwaters", _highwaters)
+
+
+async def take_batches(stream: Any, max_: int, within: float,
+                       quiet: float) -> AsyncIterator[list[EventT]]:
+    """Micro-batches of ``stream``: Faust's ``Stream.take_events`` (faust/streams.py) with another
+    rule for when a batch closes. Faust waits ``within`` after every batch, however few events
+    came: a fixed tick that each hop adds to every event's latency. Here a batch opens with its
+    first event and closes when it holds ``max_`` events, when no further event came for ``quiet``
+    seconds, or ``within`` after its first event. A backlog keeps the buffer growing, so batches
+    stay full; live input closes one as soon as what was fetched is in. The mechanics are
+    take_events' own: a buffering processor on the stream, fed by its passive drainer, the stream's
+    acks off meanwhile and every event acknowledged once the batch's consumer is done with it."""
+    from mode.utils.futures import notify
+
+    loop = asyncio.get_running_loop()
+    events: list[EventT] = []
+    full, arrived, consumed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    consuming: asyncio.Future[None] | None = None
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal consuming
+        if consuming is not None:  # the batch in hand is not released yet
+            try:
+                await consuming
+            finally:
+                consuming = None
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("take_batches found no current event")
+        events.append(event)
+        arrived.set()
+        if len(events) >= max_:  # never more than max_: wait for the batch to be taken
+            full.set()
+            consumed.clear()
+            await stream.wait(consumed)
+        return value
+
+    enable_acks = stream.enable_acks
+    stream.enable_acks = False
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(aiter(stream.channel))
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(arrived, timeout=within)  # also looks at should_stop
+            if not events:
+                continue
+            closes = loop.time() + within
+            while not full.is_set():
+                n, left = len(events), closes - loop.time()
+                if left <= 0:
+                    break
+                await stream.wait_for_stopped(full, timeout=min(quiet, left))
+                if len(events) == n:
+                    break  # quiet: what was fetched is in
+            consuming = loop.create_future()
+            try:
+                yield list(events)
+            finally:
+                taken = list(events)
+                events.clear()
+                arrived.clear()
+                for event in taken:
+                    await stream.ack(event)
+                notify(consuming)
+                full.clear()
+                consumed.set()
+    finally:
+        stream.enable_acks = enable_acks
+        stream._processors.remove(add_to_buffer)

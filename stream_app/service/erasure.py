@@ -37,6 +37,7 @@ from stream_app.core.events import Rejection
 from stream_app.core.pseudonym import Pseudonyms
 from stream_app.core.schemas import validator
 from stream_app.core.state import UserState
+from stream_app.service import compat
 from stream_app.service.records import H_KEY, H_KTS, H_RECV, H_SRC, H_TYPE, dead_letter, partition_for_user
 from stream_app.service.sender import OutputRecord, Outputs, RecordSender
 
@@ -162,7 +163,6 @@ def install_erase_agent(app: faust.App, settings: Settings, sender: RecordSender
     @app.agent(topic, name="erase")
     async def erase(stream: faust.StreamT) -> None:
         await sender.start()
-        # take_events is on faust.Stream, not on the StreamT interface (faust-streaming 0.15.3)
-        async for batch in stream.take_events(  # type: ignore[attr-defined]
-                settings.batch_max, settings.batch_within_s):
+        async for batch in compat.take_batches(stream, settings.batch_max, settings.batch_within_s,
+                                               settings.batch_quiet_s):
             await intake.on_batch(batch)

@@ -271,8 +271,10 @@ def test_live_paced_input_gives_the_backlog_outputs(backlog: Backlog, tmp_path: 
         s, _ = full_run(backlog, "calm", tmp_path)
         backlog.outputs = (outputs(s, s.topic_recommendations, backlog.valid),
                            outputs(s, s.topic_churn_warnings, None))
+    # natural batching (compat.take_batches): live batches close once what was fetched is in,
+    # unlike the backlog runs' full-length waits; the outputs must not change
     s = backlog.inputs.namespaced("live", data_dir=tmp_path / "live", metrics_port=free_port(),
-                                  web_port=0)
+                                  web_port=0, batch_quiet_s=0.005)
     asyncio.run(create_topics(s, s.topics_to_create()))
     worker = WorkerProcess(s, tmp_path / "live.log").start()
     try:
