@@ -94,6 +94,7 @@ def make_faust_app(settings: Settings) -> faust.App:
     compat.fetch_what_is_active()
     compat.seek_uncommitted_to_start()
     compat.note_handed_records()  # the event-time merge waits for records already fetched
+    compat.deliver_without_tasks()  # Faust's consumer loop: no task per record when none blocks
     # else a hand-over crashes exactly-once recovery, and the embedded broker's understated end
     # offsets make recovery stop short of a batched changelog's end
     compat.fetched_highwaters(app, embedded=settings.broker_profile == "embedded")

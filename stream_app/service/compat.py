@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import types
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
@@ -188,6 +190,69 @@ def fetch_what_is_active() -> None:
         return await original(self, consumer, snapshot, timeout=timeout, max_records=max_records)
 
     _patch(AIOKafkaConsumerThread, "_fetch_records", _fetch_records)
+
+
+def deliver_without_tasks() -> None:
+    """Hand each fetched record to the streams without a task per record when nothing blocks.
+
+    Faust's consumer loop (``Consumer._drain_messages``) delivers every record with
+    ``wait_first(callback(message), suspend_flow.wait())``: four tasks, an ``asyncio.wait`` and a
+    turn of the event loop per record, so that a delivery blocked on a full stream buffer can be
+    abandoned when a rebalance suspends the flow. A delivery almost never blocks. Here its first
+    step runs in place: if it finishes, that was the whole delivery; if it waits, the rest of it
+    goes through Faust's ``wait_first`` as before, still abandoned on a suspended flow. Only that
+    call (two waitables, the first a coroutine, no timeout) takes this path, and only while the
+    flow is not suspended and the consumer neither stopped nor crashed."""
+    from faust.transport.consumer import Consumer
+    from mode.services import WaitResults
+
+    if _patched(Consumer, "wait_first"):
+        return
+    original = Consumer.wait_first
+
+    async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
+        if not (len(coros) == 2 and timeout is None and inspect.iscoroutine(coros[0])
+                and not self.suspend_flow.is_set() and not self._stopped.is_set()
+                and not self._crashed.is_set()):
+            return await original(self, *coros, timeout=timeout)
+        delivery, suspended = coros
+        try:
+            pending = delivery.send(None)
+        except StopIteration as done:
+            suspended.close()
+            return WaitResults([delivery], [done.value], False)
+        except BaseException:
+            suspended.close()
+            raise
+        return await original(self, asyncio.ensure_future(resume(delivery, pending)), suspended)
+
+    _patch(Consumer, "wait_first", wait_first)
+
+
+async def resume(coro: Any, pending: Any) -> Any:
+    """Run to its end a coroutine whose first step ran already and yielded ``pending`` (what it
+    waits on); what the awaiting task sends or throws in (a cancellation) goes on to it."""
+    return await _rest(coro, pending)
+
+
+@types.coroutine
+def _rest(coro: Any, pending: Any) -> Any:
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:  # closed unfinished: close the coroutine too
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - thrown in by the task: the coroutine's own
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 def _handed(assignment: Any) -> dict[Any, int]:

@@ -140,3 +140,88 @@ def test_seek_to_committed_sends_uncommitted_stream_partitions_to_their_start() 
     thread.seek_to_beginning = functools.partial(AIOKafkaConsumerThread.seek_to_beginning, thread)
     assert asyncio.run(AIOKafkaConsumerThread.seek_to_committed(thread)) == committed
     assert to_start == ["in-1", "in-2"]
+
+
+def _consumer_like() -> SimpleNamespace:
+    """What Faust's ``Consumer.wait_first`` (mode's ``Service.wait_first``) reads of its consumer."""
+    return SimpleNamespace(loop=asyncio.get_running_loop(), suspend_flow=asyncio.Event(),
+                           _stopped=asyncio.Event(), _crashed=asyncio.Event())
+
+
+def test_a_delivery_that_does_not_block_runs_in_place() -> None:
+    from faust.transport.consumer import Consumer
+
+    compat.deliver_without_tasks()
+    steps: list[str] = []
+
+    async def deliver(n: int) -> int:
+        steps.append(f"delivered {n}")
+        return n
+
+    async def main() -> None:
+        consumer = _consumer_like()
+        tasks_before = len(asyncio.all_tasks())
+        result = await Consumer.wait_first(consumer, deliver(7), consumer.suspend_flow.wait())
+        assert (result.done, result.results, result.stopped) == ([result.done[0]], [7], False)
+        assert len(asyncio.all_tasks()) == tasks_before  # no task was left behind
+
+    asyncio.run(main())
+    assert steps == ["delivered 7"]
+
+
+def test_a_blocked_delivery_finishes_later_or_is_abandoned_when_the_flow_is_suspended() -> None:
+    from faust.transport.consumer import Consumer
+
+    compat.deliver_without_tasks()
+    seen: list[str] = []
+
+    async def deliver(room: asyncio.Future[int]) -> int:
+        seen.append("started")
+        try:
+            n = await room  # a full stream buffer
+        finally:
+            seen.append("left")
+        seen.append(f"delivered {n}")
+        return n
+
+    async def main() -> None:
+        consumer = _consumer_like()
+        room: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, room.set_result, 3)
+        result = await Consumer.wait_first(consumer, deliver(room), consumer.suspend_flow.wait())
+        assert result.results == [3] and not result.stopped
+        assert seen == ["started", "left", "delivered 3"]
+
+        seen.clear()
+        never: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, consumer.suspend_flow.set)  # a rebalance
+        result = await Consumer.wait_first(consumer, deliver(never), consumer.suspend_flow.wait())
+        await asyncio.sleep(0)  # the abandoned delivery's cancellation runs
+        assert seen == ["started", "left"] and never.cancelled()
+
+    asyncio.run(main())
+
+
+def test_resume_passes_values_and_exceptions_on() -> None:
+    async def inner(fut: asyncio.Future[int]) -> int:
+        try:
+            return await fut + await fut
+        except KeyError:
+            return -1
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        coro = inner(fut)
+        pending = coro.send(None)
+        assert pending is fut
+        task = asyncio.ensure_future(compat.resume(coro, pending))
+        loop.call_later(0.01, fut.set_result, 4)
+        assert await task == 8
+        bad: asyncio.Future[int] = loop.create_future()
+        coro = inner(bad)
+        task = asyncio.ensure_future(compat.resume(coro, coro.send(None)))
+        loop.call_later(0.01, bad.set_exception, KeyError("x"))
+        assert await task == -1
+
+    asyncio.run(main())
