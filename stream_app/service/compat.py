@@ -482,20 +482,26 @@ async def take_batches(stream: Any, max_: int, within: float,
 
     async def add_to_buffer(value: Any) -> Any:
         nonlocal consuming
-        if consuming is not None:  # the batch in hand is not released yet
-            try:
-                await consuming
-            finally:
-                consuming = None
-        event = stream.current_event
-        if event is None:
-            raise RuntimeError("take_batches found no current event")
-        events.append(event)
-        arrived.set()
-        if len(events) >= max_:  # never more than max_: wait for the batch to be taken
-            full.set()
-            consumed.clear()
-            await stream.wait(consumed)
+        try:
+            if consuming is not None:  # the batch in hand is not released yet
+                try:
+                    await consuming
+                finally:
+                    consuming = None
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take_batches found no current event")
+            events.append(event)
+            arrived.set()
+            if len(events) >= max_:  # never more than max_: wait for the batch to be taken
+                full.set()
+                consumed.clear()
+                await stream.wait(consumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # as take_events does: the stream crashes, the worker stops
+            stream.log.exception("Error adding to take buffer: %r", exc)
+            await stream.crash(exc)
         return value
 
     enable_acks = stream.enable_acks
