@@ -134,11 +134,11 @@ class Settings(BaseSettings):
     batch_max: int = Field(1000, ge=1, description="micro-batch size (events)")
     batch_within_s: float = Field(0.05, gt=0, description="longest wait of a micro-batch (seconds), "
                                   "from its first event")
-    batch_quiet_s: float = Field(
-        0.05, ge=0, description="a micro-batch closes once no further event came for this long "
+    batch_quiet_s: float | None = Field(
+        None, ge=0, description="a micro-batch closes once no further event came for this long "
         "(seconds). Natural batching: a backlog still fills batches to TRACKER_BATCH_MAX, live input "
-        "goes as soon as what was fetched is in. At or above TRACKER_BATCH_WITHIN_S (the default) "
-        "it never closes a batch early; 0.005 halves latency at moderate rates (README)",
+        "goes as soon as what was fetched is in. Unset (the default): never early, a batch waits "
+        "TRACKER_BATCH_WITHIN_S from its first event; 0.005 cut latency at moderate rates (README)",
     )
     fetch_wait_ms: int = Field(
         100, ge=1, le=60_000, description="longest time a fetch waits at the broker for data "

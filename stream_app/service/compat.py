@@ -464,13 +464,13 @@ def fetched_highwaters(app: faust.App, *, embedded: bool) -> None:
 
 
 async def take_batches(stream: Any, max_: int, within: float,
-                       quiet: float) -> AsyncIterator[list[EventT]]:
+                       quiet: float | None) -> AsyncIterator[list[EventT]]:
     """Micro-batches of ``stream``: Faust's ``Stream.take_events`` (faust/streams.py) with another
     rule for when a batch closes. Faust waits ``within`` after every batch, however few events
     came: a fixed tick that each hop adds to every event's latency. Here a batch opens with its
     first event and closes when it holds ``max_`` events, when no further event came for ``quiet``
-    seconds, or ``within`` after its first event. A backlog keeps the buffer growing, so batches
-    stay full; live input closes one as soon as what was fetched is in. The mechanics are
+    seconds (None: never early), or ``within`` after its first event. A backlog keeps the buffer
+    growing, so batches stay full; live input closes one as soon as what was fetched is in. The mechanics are
     take_events' own: a buffering processor on the stream, fed by its passive drainer, the stream's
     acks off meanwhile and every event acknowledged once the batch's consumer is done with it."""
     from mode.utils.futures import notify
@@ -518,17 +518,17 @@ async def take_batches(stream: Any, max_: int, within: float,
                 n, left = len(events), closes - loop.time()
                 if left <= 0:
                     break
-                await stream.wait_for_stopped(full, timeout=min(quiet, left))
+                await stream.wait_for_stopped(full, timeout=left if quiet is None else min(quiet, left))
                 if len(events) == n:
                     break  # quiet: what was fetched is in
-            consuming = loop.create_future()
+            consuming = loop.create_future()  # add_to_buffer waits on it until the acks below
+            batch = events[:]
+            events.clear()
+            arrived.clear()
             try:
-                yield list(events)
+                yield batch
             finally:
-                taken = list(events)
-                events.clear()
-                arrived.clear()
-                for event in taken:
+                for event in batch:
                     await stream.ack(event)
                 notify(consuming)
                 full.clear()
